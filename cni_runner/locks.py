@@ -1,0 +1,45 @@
+"""File locks that separate processes honour (flock on a lock dir).
+
+One lock per attachment keeps two operations on the same container apart; a
+host-wide lock is taken shared by ADD/DEL/CHECK and exclusive by GC. The
+reference plugins race on shared iptables chains and bridge addresses, so by
+default ADD/DEL take the host lock exclusively too, as Podman and nerdctl do.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import os
+
+
+class LockDir:
+    def __init__(self, path):
+        self.path = path
+
+    def _file(self, name):
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        return os.open(os.path.join(self.path, name), os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextlib.contextmanager
+    def _flock(self, name, mode):
+        fd = self._file(name)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def attachment(self, network, container_id, ifname):
+        key = hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()[:32]
+        return self._flock(f"att-{key}.lock", fcntl.LOCK_EX)
+
+    def host(self, exclusive):
+        return self._flock("host.lock", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+
+    def named(self, name):
+        """An exclusive lock for a caller-chosen key (e.g. a network's IPAM)."""
+        key = hashlib.sha256(name.encode()).hexdigest()[:32]
+        return self._flock(f"named-{key}.lock", fcntl.LOCK_EX)

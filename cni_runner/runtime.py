@@ -1,0 +1,268 @@
+"""The CNI runtime: ADD, CHECK, DEL, GC and STATUS of a network list (libcni's api.go).
+
+Lifecycle rules kept here (spec "Lifecycle & Ordering"):
+- ADD runs the list forward, chaining prevResult; a failed ADD is DELeted at once.
+- An intent entry is cached before the first plugin runs, so a runtime that dies
+  mid-ADD leaves enough behind for a later DEL to clean up.
+- DEL runs in reverse with the cached config, args and result, tolerates a
+  missing cache, and keeps the entry when a plugin fails so DEL can be retried.
+- Never two ADDs for one attachment without a DEL between.
+"""
+
+import copy
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+from . import config as cniconfig
+from . import result as cniresult
+from . import version as cniversion
+from .cache import CacheEntry, ResultCache
+from .errors import AlreadyAddedError, ConfigError, NotAddedError, PluginError, VersionError
+from .invoke import (DEFAULT_TIMEOUT, MAX_OUTPUT, VersionProber, base_environ, exec_plugin,
+                     find_plugin, format_cni_args)
+from .locks import LockDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuntimeConf:
+    """Who is being attached: libcni's RuntimeConf."""
+
+    container_id: str
+    netns: str
+    ifname: str = "eth0"
+    args: list = field(default_factory=list)
+    capability_args: dict = field(default_factory=dict)
+
+    def validate(self):
+        cniconfig.validate_container_id(self.container_id)
+        cniconfig.validate_ifname(self.ifname)
+        format_cni_args(self.args)
+
+
+class CNIRuntime:
+    def __init__(self, plugin_dirs, cache_dir, timeout=DEFAULT_TIMEOUT, serialize=True,
+                 max_output=MAX_OUTPUT):
+        self.plugin_dirs = list(plugin_dirs)
+        self.cache = ResultCache(cache_dir)
+        self.locks = LockDir(os.path.join(cache_dir, "locks"))
+        self.timeout = timeout
+        self.serialize = serialize
+        self.max_output = max_output
+        self.prober = VersionProber()
+
+    # -- versions and plugins -------------------------------------------------
+
+    def plugin_paths(self, conflist):
+        return [find_plugin(p.type, self.plugin_dirs) for p in conflist.plugins]
+
+    def select_version(self, conflist):
+        """Highest version that the list offers, this runtime speaks and every plugin supports."""
+        offered = [v for v in conflist.offered_versions() if v in cniversion.SUPPORTED_VERSIONS]
+        if not offered:
+            raise VersionError(
+                f"network {conflist.name}: none of its versions "
+                f"{conflist.offered_versions()} is one this runtime supports "
+                f"{list(cniversion.SUPPORTED_VERSIONS)}")
+        support = {}
+        for plugin, path in zip(conflist.plugins, self.plugin_paths(conflist)):
+            support[plugin.type] = self.prober.supported(path)
+        for v in offered:
+            if all(v in s for s in support.values()):
+                return v
+        lacking = "; ".join(f"plugin {t} supports {s}" for t, s in support.items()
+                            if not any(v in s for v in offered))
+        raise VersionError(
+            f"network {conflist.name} offers CNI versions {offered}, but no version is "
+            f"supported by every plugin: {lacking or support}")
+
+    def validate(self, conflist):
+        """Check that every plugin exists and a version can be chosen; return the version."""
+        return self.select_version(conflist)
+
+    # -- invocation -----------------------------------------------------------
+
+    def _stdin(self, conflist, plugin, ver, rt_caps, prev):
+        conf = copy.deepcopy(plugin.raw)
+        caps = conf.pop("capabilities", None) or {}
+        conf["name"] = conflist.name
+        conf["cniVersion"] = ver
+        runtime_config = {k: v for k, v in (rt_caps or {}).items() if caps.get(k) is True}
+        if runtime_config:
+            conf["runtimeConfig"] = runtime_config
+        else:
+            conf.pop("runtimeConfig", None)
+        if prev is not None:
+            conf["prevResult"] = cniresult.render(prev, ver)
+        else:
+            conf.pop("prevResult", None)
+        return json.dumps(conf).encode()
+
+    def _env(self, command, rt, netns, args):
+        env = base_environ()
+        env.update(
+            CNI_COMMAND=command,
+            CNI_CONTAINERID=rt.container_id,
+            CNI_NETNS=netns or "",
+            CNI_IFNAME=rt.ifname,
+            CNI_ARGS=format_cni_args(args),
+            CNI_PATH=":".join(self.plugin_dirs),
+        )
+        return env
+
+    def _exec(self, path, env, stdin):
+        return exec_plugin(path, env, stdin, timeout=self.timeout, max_output=self.max_output)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def add(self, conflist, rt):
+        """Run ADD over the list; return the final result rendered in the list's version."""
+        rt.validate()
+        name = conflist.name
+        with self.locks.attachment(name, rt.container_id, rt.ifname), \
+                self.locks.host(exclusive=self.serialize):
+            entry = self.cache.load(name, rt.container_id, rt.ifname)
+            if entry is not None and entry.result is not None:
+                raise AlreadyAddedError(
+                    f"container {rt.container_id} already has interface {rt.ifname} on "
+                    f"network {name}; DEL it before adding again")
+            if entry is not None or self.cache.exists(name, rt.container_id, rt.ifname):
+                # A half-done ADD (the runtime died mid-way): finish its DEL first.
+                self._delete(conflist, rt)
+            ver = self.select_version(conflist)
+            paths = self.plugin_paths(conflist)
+            intent = CacheEntry(rt.container_id, rt.ifname, name, conflist.bytes, rt.netns,
+                                list(rt.args), dict(rt.capability_args))
+            self.cache.save(intent)
+            prev = None
+            try:
+                for plugin, path in zip(conflist.plugins, paths):
+                    out = self._exec(path, self._env("ADD", rt, rt.netns, rt.args),
+                                     self._stdin(conflist, plugin, ver, rt.capability_args, prev))
+                    if not out.strip():
+                        raise PluginError(plugin.type, 999, "ADD succeeded but printed no result",
+                                          command="ADD")
+                    try:
+                        prev = cniresult.normalize(out, ver)
+                    except Exception as e:
+                        raise PluginError(plugin.type, 999, f"invalid result: {e}",
+                                          command="ADD") from None
+            except BaseException:
+                try:
+                    self._delete(conflist, rt)
+                except Exception as cleanup:  # report the ADD failure, log the cleanup one
+                    log.error("DEL after failed ADD of %s on %s also failed: %s",
+                              rt.container_id, name, cleanup)
+                raise
+            intent.result = cniresult.render(prev, ver)
+            self.cache.save(intent)
+            return intent.result
+
+    def delete(self, conflist, rt):
+        """Run DEL in reverse; idempotent, works without a cache entry."""
+        rt.validate()
+        with self.locks.attachment(conflist.name, rt.container_id, rt.ifname), \
+                self.locks.host(exclusive=self.serialize):
+            self._delete(conflist, rt)
+
+    def _delete(self, conflist, rt):
+        name = conflist.name
+        entry = self.cache.load(name, rt.container_id, rt.ifname)
+        conf, args, caps, netns, prev = conflist, rt.args, rt.capability_args, rt.netns, None
+        if entry is not None:
+            try:
+                conf = cniconfig.conflist_from_bytes(entry.config, "cached config")
+            except ConfigError as e:
+                log.warning("cached config of %s unusable (%s); using the given one",
+                            rt.container_id, e)
+            args, caps = entry.cni_args, entry.capability_args
+            netns = rt.netns or entry.netns
+            prev = entry.result
+        ver = self.select_version(conf)
+        prev_c = None
+        if prev is not None and cniversion.at_least(ver, "0.4.0"):
+            try:
+                prev_c = cniresult.normalize(prev, ver)
+            except Exception as e:
+                log.warning("cached result of %s unusable (%s); DEL without it",
+                            rt.container_id, e)
+        paths = self.plugin_paths(conf)
+        for plugin, path in reversed(list(zip(conf.plugins, paths))):
+            self._exec(path, self._env("DEL", rt, netns, args),
+                       self._stdin(conf, plugin, ver, caps, prev_c))
+        self.cache.delete(name, rt.container_id, rt.ifname)
+
+    def check(self, conflist, rt):
+        """Run CHECK forward with the cached result; a no-op below 0.4.0 or with disableCheck."""
+        rt.validate()
+        with self.locks.attachment(conflist.name, rt.container_id, rt.ifname), \
+                self.locks.host(exclusive=False):
+            entry = self.cache.load(conflist.name, rt.container_id, rt.ifname)
+            if entry is None or entry.result is None:
+                raise NotAddedError(
+                    f"container {rt.container_id} has no interface {rt.ifname} on network "
+                    f"{conflist.name}")
+            ver = self.select_version(conflist)
+            if conflist.disable_check or not cniversion.at_least(ver, "0.4.0"):
+                return False
+            prev = cniresult.normalize(entry.result, ver)
+            for plugin, path in zip(conflist.plugins, self.plugin_paths(conflist)):
+                self._exec(path, self._env("CHECK", rt, rt.netns or entry.netns, entry.cni_args),
+                           self._stdin(conflist, plugin, ver, entry.capability_args, prev))
+            return True
+
+    def gc(self, conflist, valid_attachments):
+        """DEL every cached attachment of the list not in `valid_attachments`.
+
+        `valid_attachments` is an iterable of (container_id, ifname). Where the
+        list runs at 1.1.0+ and allows it, the GC verb follows. Returns the
+        (container_id, ifname) pairs that were deleted.
+        """
+        valid = {(c, i) for c, i in valid_attachments}
+        removed, failures = [], []
+        with self.locks.host(exclusive=True):
+            for entry in self.cache.entries(conflist.name):
+                key = (entry.container_id, entry.ifname)
+                if key in valid:
+                    continue
+                rt = RuntimeConf(entry.container_id, entry.netns, entry.ifname,
+                                 entry.cni_args, entry.capability_args)
+                try:
+                    self._delete(conflist, rt)
+                    removed.append(key)
+                except Exception as e:
+                    failures.append(f"{entry.container_id}/{entry.ifname}: {e}")
+            ver = self.select_version(conflist)
+            if cniversion.at_least(ver, "1.1.0") and not conflist.disable_gc:
+                attachments = [{"containerID": c, "ifname": i} for c, i in sorted(valid)]
+                for plugin, path in zip(conflist.plugins, self.plugin_paths(conflist)):
+                    conf = json.loads(self._stdin(conflist, plugin, ver, {}, None))
+                    conf["cni.dev/valid-attachments"] = attachments
+                    conf["cni.dev/attachments"] = attachments
+                    self._exec(path, self._verb_env("GC"), json.dumps(conf).encode())
+        if failures:
+            log.warning("GC of %s left %d attachment(s): %s", conflist.name, len(failures),
+                        "; ".join(failures))
+        return removed
+
+    def status(self, conflist):
+        """STATUS of every plugin (1.1.0+); raises PluginError (codes 50/51) when not ready."""
+        ver = self.select_version(conflist)
+        if not cniversion.at_least(ver, "1.1.0"):
+            return False
+        for plugin, path in zip(conflist.plugins, self.plugin_paths(conflist)):
+            self._exec(path, self._verb_env("STATUS"),
+                       self._stdin(conflist, plugin, ver, {}, None))
+        return True
+
+    def _verb_env(self, command):
+        env = base_environ()
+        env.update(CNI_COMMAND=command, CNI_PATH=":".join(self.plugin_dirs))
+        return env
+
+    def cached_result(self, conflist, rt):
+        entry = self.cache.load(conflist.name, rt.container_id, rt.ifname)
+        return entry.result if entry else None

@@ -1,0 +1,94 @@
+"""The plugin HTTP API: routes, one per protocol call, and the one error handler.
+
+Each handler parses the body into a typed request, calls one operation and
+answers. Docker sends no Content-Type, so bodies are read raw, never through
+request.get_json().
+"""
+
+import logging
+import time
+
+from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException
+
+from cni_runner import CNIError
+
+from . import protocol as p
+from .errors import DriverError
+from .netlink import NetlinkOpError
+
+log = logging.getLogger(__name__)
+IMPLEMENTS = ["NetworkDriver", "IpamDriver"]
+
+
+def create_app(driver, ipam):
+    app = Flask("pycni")
+
+    def body():
+        return p.load_body(request.get_data(cache=False))
+
+    def route(path, fn):
+        app.add_url_rule("/" + path, path, fn, methods=["POST"])
+
+    route("Plugin.Activate", lambda: (body(), {"Implements": IMPLEMENTS})[1])
+    route("NetworkDriver.GetCapabilities",
+          lambda: (body(), {"Scope": "local", "ConnectivityScope": "local"})[1])
+    route("NetworkDriver.CreateNetwork",
+          lambda: driver.create_network(p.parse_create_network(body())))
+    route("NetworkDriver.DeleteNetwork",
+          lambda: driver.delete_network(p.parse_network_ref(body())))
+    route("NetworkDriver.CreateEndpoint",
+          lambda: driver.create_endpoint(p.parse_create_endpoint(body())))
+    route("NetworkDriver.DeleteEndpoint",
+          lambda: driver.delete_endpoint(p.parse_endpoint_ref(body())))
+    route("NetworkDriver.EndpointOperInfo",
+          lambda: driver.oper_info(p.parse_endpoint_ref(body())))
+    route("NetworkDriver.Join", lambda: driver.join(p.parse_join(body())))
+    route("NetworkDriver.Leave", lambda: driver.leave(p.parse_endpoint_ref(body())))
+    route("NetworkDriver.ProgramExternalConnectivity",
+          lambda: driver.program_external_connectivity(p.parse_connectivity(body())))
+    route("NetworkDriver.RevokeExternalConnectivity",
+          lambda: driver.revoke_external_connectivity(p.parse_connectivity(body())))
+    # Swarm-only calls: Docker never sends them to a local-scope driver.
+    route("NetworkDriver.DiscoverNew", lambda: (body(), {})[1])
+    route("NetworkDriver.DiscoverDelete", lambda: (body(), {})[1])
+    route("NetworkDriver.AllocateNetwork",
+          lambda: (p.parse_network_ref(body()), {"Options": {}})[1])
+    route("NetworkDriver.FreeNetwork", lambda: (p.parse_network_ref(body()), {})[1])
+
+    route("IpamDriver.GetCapabilities", lambda: (body(), ipam.capabilities())[1])
+    route("IpamDriver.GetDefaultAddressSpaces",
+          lambda: (body(), ipam.default_address_spaces())[1])
+    route("IpamDriver.RequestPool", lambda: ipam.request_pool(p.parse_request_pool(body())))
+    route("IpamDriver.ReleasePool", lambda: ipam.release_pool(p.parse_release_pool(body())))
+    route("IpamDriver.RequestAddress",
+          lambda: ipam.request_address(p.parse_request_address(body())))
+    route("IpamDriver.ReleaseAddress",
+          lambda: ipam.release_address(p.parse_release_address(body())))
+
+    @app.before_request
+    def start_timer():
+        g.started = time.monotonic()
+
+    @app.after_request
+    def log_call(response):
+        ms = (time.monotonic() - g.get("started", time.monotonic())) * 1000
+        log.debug("%s %s %.1f ms", request.path, response.status_code, ms)
+        response.headers["X-Pycni-Ms"] = f"{ms:.2f}"
+        return response
+
+    @app.errorhandler(Exception)
+    def error(e):
+        # IPAM answers carry errors under "Error"; Docker ignores "Err" there.
+        key = "Error" if request.path.startswith("/IpamDriver.") else "Err"
+        if isinstance(e, HTTPException):
+            if e.code == 404:
+                return {key: f"pycni does not implement {request.path}"}, 404
+            return {key: f"{request.path}: {e.name}"}, e.code
+        if isinstance(e, (DriverError, CNIError, NetlinkOpError)):
+            log.warning("%s failed: %s", request.path, e)
+            return {key: str(e)}
+        log.exception("%s failed unexpectedly", request.path)
+        return {key: f"pycni internal error in {request.path}: {type(e).__name__}: {e}"}
+
+    return app

@@ -1,0 +1,31 @@
+"""Wiring: settings -> store, CNI runtime, driver, IPAM -> Flask app."""
+
+import logging
+import os
+
+from cni_runner import CNIRuntime
+
+from .api import create_app
+from .driver import Driver
+from .ipam import Ipam
+from .store import Store
+
+
+def build(settings):
+    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    os.chmod(settings.state_dir, 0o700)
+    store = Store(settings.db_path)
+    runtime = CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
+                         timeout=settings.plugin_timeout)
+    driver = Driver(settings, store, runtime)
+    ipam = Ipam(settings, store, runtime)
+    return driver, ipam
+
+
+def make_app(settings):
+    driver, ipam = build(settings)
+    app = create_app(driver, ipam)
+    logging.getLogger("pycni").info(
+        "pycni ready: conf dir %s, plugin dirs %s, state dir %s", settings.conf_dir,
+        ":".join(settings.bin_dirs), settings.state_dir)
+    return app

@@ -1,0 +1,51 @@
+"""`pycni serve` runs the driver; `pycni gc` reconciles with Docker once."""
+
+import argparse
+import logging
+import sys
+
+from . import settings as settings_mod
+
+
+def _dir_options(parser):
+    parser.add_argument("--socket", help="plugin socket (PYCNI_SOCKET; default "
+                        f"{settings_mod.DEFAULT_SOCKET})")
+    parser.add_argument("--conf-dir", help="CNI conf dir (PYCNI_CONF_DIR; default "
+                        f"{settings_mod.DEFAULT_CONF_DIR})")
+    parser.add_argument("--bin-dir", action="append", help="CNI plugin dir, repeatable or "
+                        "colon-separated (PYCNI_BIN_DIR; default "
+                        f"{':'.join(settings_mod.DEFAULT_BIN_DIRS)})")
+    parser.add_argument("--state-dir", help="pycni state (PYCNI_STATE_DIR; default "
+                        f"{settings_mod.DEFAULT_STATE_DIR})")
+    parser.add_argument("--plugin-timeout", type=float,
+                        help="seconds one CNI plugin exec may take (PYCNI_PLUGIN_TIMEOUT; "
+                        "default 60)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="PYCNI_LOG_LEVEL; default info")
+
+
+def _settings(opts):
+    return settings_mod.from_sources(opts.socket, opts.conf_dir, opts.bin_dir, opts.state_dir,
+                                     opts.plugin_timeout, opts.log_level)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="pycni", description="Docker network plugin for CNI")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _dir_options(sub.add_parser("serve", help="serve the plugin API on the socket"))
+    _dir_options(sub.add_parser("gc", help="tear down what Docker has forgotten, then exit"))
+    opts = parser.parse_args(argv)
+    s = _settings(opts)
+    logging.basicConfig(level=s.log_level.upper(),
+                        format="%(asctime)s pycni %(levelname)s %(name)s: %(message)s")
+    if opts.command == "serve":
+        from .app import make_app
+        from .server import serve
+        serve(s, lambda: make_app(s))
+        return 0
+    from .reconcile import run_once
+    return run_once(s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

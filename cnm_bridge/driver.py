@@ -1,0 +1,219 @@
+"""The network driver's operations: one method per protocol call, in CNI terms.
+
+Flow (docs/architecture.md has the why): CreateNetwork records a conflist;
+CreateEndpoint runs CNI ADD into a private scratch netns and moves the
+container-side link to the host under a temporary name; Join hands that link
+to Docker; DeleteEndpoint takes it back, runs CNI DEL and drops the netns.
+"""
+
+import logging
+import os
+import shutil
+
+from cni_runner import CNIError, RuntimeConf, conflist_from_dict, load_by_name
+
+from . import netlink, translate
+from .errors import DriverError, NotFound, UnsupportedOption
+from .store import Endpoint, Network
+
+log = logging.getLogger(__name__)
+IFNAME = translate.CONTAINER_IFNAME
+
+
+class Driver:
+    def __init__(self, settings, store, runtime):
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+
+    # -- networks -------------------------------------------------------------
+
+    def create_network(self, req):
+        if self.store.get_network(req.network_id):
+            return {}  # a replay: the network is already recorded
+        for d in req.ipv4_data + req.ipv6_data:
+            if d.address_space == "null" or (d.pool is not None and d.pool.prefixlen == 0):
+                raise UnsupportedOption(
+                    "--ipam-driver null is not supported: use Docker's default IPAM or "
+                    "--ipam-driver pycni")
+        plan = translate.plan_network(req.generic)
+        ipam_mode = "pycni" if any(d.address_space.startswith("Pycni")
+                                   for d in req.ipv4_data + req.ipv6_data) else "docker"
+        if plan.mode == "named":
+            try:
+                conf = load_by_name(self.settings.conf_dir, plan.conflist_name)
+            except CNIError as e:
+                raise DriverError(str(e)) from None
+            raw = conf.raw
+            if ipam_mode == "docker":
+                translate.check_conflist_matches(conf.name, raw, req.ipv4_data, req.ipv6_data)
+        else:
+            if plan.cni_type in ("macvlan", "ipvlan"):
+                parent = dict(plan.options)[translate.OPT_PARENT]
+                if not netlink.link_exists(parent):
+                    raise UnsupportedOption(f"parent interface {parent!r} does not exist")
+            raw = translate.generate_conflist(
+                req.network_id, plan, req.ipv4_data, req.ipv6_data, req.internal,
+                self.settings.ipam_dir)
+        try:
+            conflist = conflist_from_dict(raw, f"network {req.network_id[:12]}")
+            self.runtime.validate(conflist)
+        except CNIError as e:
+            raise DriverError(str(e)) from None
+        owned = [p["bridge"] for p in raw["plugins"]
+                 if p.get("type") == "bridge" and p.get("bridge")
+                 and not netlink.link_exists(p["bridge"])]
+        self.store.add_network(Network(
+            id=req.network_id, cni_name=conflist.name, mode=plan.mode, conflist=raw,
+            internal=req.internal, ipam=ipam_mode, owned_links=owned,
+            ipam_dir=self.settings.ipam_dir if plan.mode == "generated" else ""))
+        log.info("network %s: CNI network %s (%s)", req.network_id[:12], conflist.name,
+                 plan.mode)
+        return {}
+
+    def delete_network(self, ref):
+        net = self.store.get_network(ref.network_id)
+        if net is None:
+            return {}  # idempotent: Docker may retry after a failure it only logs
+        for ep in self.store.endpoints(net.id):
+            self._teardown(ep, net)
+        for link in net.owned_links:
+            if netlink.bridge_has_ports(link):
+                log.warning("network %s: bridge %s still has ports; kept", net.id[:12], link)
+            elif netlink.link_exists(link) and not self._link_used_elsewhere(link, net.id):
+                netlink.delete_link(link)
+        if net.mode == "generated" and net.ipam_dir:
+            shutil.rmtree(os.path.join(net.ipam_dir, net.cni_name), ignore_errors=True)
+        self.store.delete_network(net.id)
+        log.info("network %s deleted", net.id[:12])
+        return {}
+
+    def _link_used_elsewhere(self, link, network_id):
+        return any(link in n.owned_links or any(p.get("bridge") == link
+                                                for p in n.conflist.get("plugins", []))
+                   for n in self.store.networks() if n.id != network_id)
+
+    def _network(self, network_id):
+        net = self.store.get_network(network_id)
+        if net is None:
+            raise NotFound(f"network {network_id[:12]} is not known to pycni")
+        return net
+
+    # -- endpoints ------------------------------------------------------------
+
+    def create_endpoint(self, req):
+        net = self._network(req.network_id)
+        ep = self.store.get_endpoint(req.endpoint_id)
+        if ep is not None and ep.state == "ready" and ep.network_id == net.id:
+            return self._endpoint_answer(req, ep)  # a replay
+        if ep is not None:
+            self._teardown(ep, net)  # left half-made by an earlier attempt
+        conflist = self._endpoint_conflist(net, [req.address, req.address6])
+        # With pycni's IPAM the address is already in the list (static): no IP arg.
+        ipam_type = None if net.ipam == "pycni" else (
+            translate.main_ipam(conflist.raw) or {}).get("type")
+        args = translate.endpoint_cni_args(ipam_type, req.address, req.address6, req.mac)
+        caps = {}
+        mappings = [m for pm in req.port_mappings for m in pm.to_cni()]
+        if mappings and not net.internal:
+            caps["portMappings"] = mappings
+        ep = Endpoint(id=req.endpoint_id, network_id=net.id, state="creating",
+                      netns=translate.netns_name(req.endpoint_id),
+                      tmp_ifname=translate.tmp_ifname(req.endpoint_id),
+                      cni_args=args, cap_args=caps)
+        self.store.add_endpoint(ep)
+        try:
+            netlink.delete_netns(ep.netns)
+            path = netlink.create_netns(ep.netns)
+            result = self.runtime.add(conflist, RuntimeConf(ep.id, path, IFNAME, args, caps))
+            translate.check_addresses(net.cni_name, req.address, req.address6,
+                                      translate.container_ips(result))
+            ep.mac = netlink.hand_out(ep.netns, IFNAME, ep.tmp_ifname)
+            ep.result, ep.state = result, "ready"
+            self.store.update_endpoint(ep)
+        except Exception:
+            try:
+                self._teardown(ep, net)
+            except Exception as cleanup:
+                log.error("endpoint %s: cleanup after failed create failed: %s",
+                          ep.id[:12], cleanup)
+            raise
+        log.info("endpoint %s on %s: %s", ep.id[:12], net.cni_name,
+                 ", ".join(str(a) for a in translate.container_ips(ep.result)))
+        return self._endpoint_answer(req, ep)
+
+    def _endpoint_conflist(self, net, addresses):
+        if net.ipam == "pycni":
+            raw = translate.static_conflist(net.conflist, [a for a in addresses if a is not None])
+            return conflist_from_dict(raw)
+        return conflist_from_dict(net.conflist)
+
+    def _endpoint_answer(self, req, ep):
+        return translate.endpoint_answer(req.address, req.address6, bool(req.mac),
+                                         translate.container_ips(ep.result), ep.mac)
+
+    def join(self, req):
+        net = self._network(req.network_id)
+        ep = self.store.get_endpoint(req.endpoint_id)
+        if ep is None or ep.state != "ready":
+            raise NotFound(f"endpoint {req.endpoint_id[:12]} is not known to pycni")
+        return translate.join_answer(ep.result, ep.tmp_ifname, net.internal)
+
+    def leave(self, ref):
+        return {}  # the link is still in the sandbox; DeleteEndpoint cleans up
+
+    def delete_endpoint(self, ref):
+        ep = self.store.get_endpoint(ref.endpoint_id)
+        if ep is None:
+            return {}
+        self._teardown(ep, self.store.get_network(ep.network_id))
+        return {}
+
+    def oper_info(self, ref):
+        """{"Value": {...}}: shown nowhere by Docker, useful with the plugin API itself."""
+        ep = self.store.get_endpoint(ref.endpoint_id)
+        if ep is None:
+            raise NotFound(f"endpoint {ref.endpoint_id[:12]} is not known to pycni")
+        net = self.store.get_network(ep.network_id)
+        value = {"cni.network": net.cni_name if net else "", "netns": ep.netns,
+                 "state": ep.state}
+        if ep.result:
+            value["ips"] = [str(a) for a in translate.container_ips(ep.result)]
+        if ep.cap_args.get("portMappings"):
+            value["portMappings"] = ep.cap_args["portMappings"]
+        return {"Value": value}
+
+    def program_external_connectivity(self, req):
+        self._network(req.network_id)
+        return {}
+
+    def revoke_external_connectivity(self, req):
+        return {}
+
+    # -- teardown -------------------------------------------------------------
+
+    def _teardown(self, ep, net):
+        """CNI DEL of an endpoint and removal of all it made; safe to repeat."""
+        if ep.state != "deleting":
+            ep.state = "deleting"
+            self.store.update_endpoint(ep)
+        ips = translate.container_ips(ep.result) if ep.result else []
+        conflist = self._endpoint_conflist(net, ips) if net else None
+        ips = [str(a) for a in ips]
+        path = netlink.netns_path(ep.netns)
+        if not os.path.exists(path):
+            # DEL must run in a netns: bridge removes masquerade rules only for
+            # addresses it finds on the link there.
+            path = netlink.create_netns(ep.netns)
+        try:
+            netlink.take_back(ep.netns, ep.tmp_ifname, IFNAME, ips)
+        except Exception as e:
+            log.warning("endpoint %s: could not restore its link before DEL: %s", ep.id[:12], e)
+        if conflist is not None:
+            self.runtime.delete(conflist, RuntimeConf(ep.id, path, IFNAME, ep.cni_args,
+                                                      ep.cap_args))
+        netlink.delete_netns(ep.netns)
+        netlink.delete_link(ep.tmp_ifname)
+        self.store.delete_endpoint(ep.id)
+        log.info("endpoint %s deleted", ep.id[:12])
+

@@ -1,0 +1,188 @@
+"""The IPAM driver: Docker's address requests answered by a CNI IPAM plugin run alone.
+
+`docker network create --ipam-driver pycni [--ipam-opt cni.network=NAME]`
+makes CNI IPAM (host-local) the source of truth. Each RequestAddress is one
+CNI ADD of the IPAM plugin under a handle of its own; ReleaseAddress is its DEL.
+The network driver then hands the address to its chain through `static`, so
+nothing allocates twice.
+"""
+
+import hashlib
+import ipaddress
+import logging
+import os
+import uuid
+
+from cni_runner import CNIError, RuntimeConf, conflist_from_dict, load_by_name
+
+from . import translate
+from .errors import DriverError, NotFound, UnsupportedOption
+
+log = logging.getLogger(__name__)
+LOCAL_SPACE = "PycniLocal"
+GLOBAL_SPACE = "PycniGlobal"
+OPT_CNI_NETWORK = "cni.network"
+GATEWAY_HANDLE = "gateway"
+
+
+class Ipam:
+    def __init__(self, settings, store, runtime):
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+
+    def capabilities(self):
+        # Replay lets Docker restore pools and addresses after a live-restore restart.
+        return {"RequiresMACAddress": False, "RequiresRequestReplay": True}
+
+    def default_address_spaces(self):
+        return {"LocalDefaultAddressSpace": LOCAL_SPACE, "GlobalDefaultAddressSpace": GLOBAL_SPACE}
+
+    # -- pools ----------------------------------------------------------------
+
+    def request_pool(self, req):
+        """-> {"PoolID","Pool","Data"}"""
+        unknown = sorted(set(req.options) - {OPT_CNI_NETWORK})
+        if unknown:
+            raise UnsupportedOption(f"unsupported --ipam-opt option(s): {', '.join(unknown)}")
+        base = {}
+        name = req.options.get(OPT_CNI_NETWORK)
+        if name:
+            base = self._named_ipam(name, req)
+        subnet = req.pool or _first_subnet(base, 6 if req.v6 else 4)
+        if subnet is None:
+            raise UnsupportedOption(
+                "the pycni IPAM driver needs a subnet: pass --subnet, or --ipam-opt "
+                "cni.network=NAME naming a conflist whose host-local IPAM has one")
+        rng = {"subnet": str(subnet)}
+        if req.sub_pool is not None:
+            hosts = list(_ends(req.sub_pool))
+            rng["rangeStart"], rng["rangeEnd"] = hosts
+        pool_id = "pycni:" + hashlib.sha256(
+            f"{req.address_space}|{subnet}|{req.sub_pool}|{name}".encode()).hexdigest()[:24]
+        existing = self.store.get_pool(pool_id)
+        if existing is None:
+            data = {"subnet": str(subnet), "range": rng, "base": base, "cni_network": name or "",
+                    "v6": req.v6}
+            self._check_overlap(subnet, pool_id)
+            self.store.add_pool(pool_id, data)
+        return {"PoolID": pool_id, "Pool": str(subnet), "Data": {}}
+
+    def _named_ipam(self, name, req):
+        try:
+            conf = load_by_name(self.settings.conf_dir, name)
+        except CNIError as e:
+            raise DriverError(str(e)) from None
+        ipam = translate.main_ipam(conf.raw)
+        if ipam is None:
+            raise UnsupportedOption(f"CNI network {name!r} has no IPAM section")
+        if ipam.get("type") != "host-local":
+            raise UnsupportedOption(
+                f"CNI network {name!r} uses IPAM {ipam.get('type')!r}; the pycni IPAM driver "
+                "supports host-local")
+        family = 6 if req.v6 else 4
+        mine = _first_subnet(ipam, family)
+        if req.pool is not None and mine is not None and req.pool != mine:
+            raise UnsupportedOption(
+                f"subnet {req.pool} does not match CNI network {name!r}, whose IPAM uses {mine}")
+        return ipam
+
+    def _check_overlap(self, subnet, pool_id):
+        for pid, data in self.store.pools().items():
+            other = ipaddress.ip_network(data["subnet"])
+            if pid != pool_id and other.version == subnet.version and other.overlaps(subnet):
+                raise UnsupportedOption(
+                    f"subnet {subnet} overlaps {other}, already used by another pycni network")
+
+    def release_pool(self, req):
+        pool = self.store.get_pool(req.pool_id)
+        if pool is None:
+            return {}
+        for address, handle in self.store.addresses(req.pool_id).items():
+            self._release(req.pool_id, pool, address, handle)
+        self.store.delete_pool(req.pool_id)
+        return {}
+
+    # -- addresses ------------------------------------------------------------
+
+    def request_address(self, req):
+        """-> {"Address": "10.0.0.2/24", "Data": {}}"""
+        pool = self.store.get_pool(req.pool_id)
+        if pool is None:
+            raise NotFound(f"pool {req.pool_id} is not known to pycni")
+        subnet = ipaddress.ip_network(pool["subnet"])
+        if req.address is not None and req.address not in subnet:
+            raise UnsupportedOption(f"address {req.address} is not in subnet {subnet}")
+        if req.gateway:
+            gw = req.address or next(subnet.hosts())
+            pool["gateway"] = str(gw)
+            self.store.add_pool(req.pool_id, pool)
+            self.store.add_address(req.pool_id, str(gw), GATEWAY_HANDLE)
+            return {"Address": f"{gw}/{subnet.prefixlen}", "Data": {}}
+        if req.address is not None and self.store.get_address(req.pool_id, str(req.address)):
+            # Docker replays the addresses of live endpoints after a restart.
+            return {"Address": f"{req.address}/{subnet.prefixlen}", "Data": {}}
+        handle = "pycni-ipam-" + uuid.uuid4().hex
+        args = [("IP", str(req.address))] if req.address is not None else []
+        result = self.runtime.add(self._conflist(req.pool_id, pool),
+                                  RuntimeConf(handle, "/dev/null", "eth0", args))
+        ips = [ipaddress.ip_interface(i["address"]) for i in result.get("ips", [])]
+        if not ips:
+            raise DriverError(f"host-local returned no address for pool {subnet}")
+        self.store.add_address(req.pool_id, str(ips[0].ip), handle)
+        return {"Address": f"{ips[0].ip}/{subnet.prefixlen}", "Data": {}}
+
+    def release_address(self, req):
+        pool = self.store.get_pool(req.pool_id)
+        if pool is None:
+            return {}
+        handle = self.store.get_address(req.pool_id, str(req.address))
+        if handle is not None:
+            self._release(req.pool_id, pool, str(req.address), handle)
+        return {}
+
+    def _release(self, pool_id, pool, address, handle):
+        if handle != GATEWAY_HANDLE:
+            self.runtime.delete(self._conflist(pool_id, pool),
+                                RuntimeConf(handle, "/dev/null", "eth0"))
+        self.store.delete_address(pool_id, address)
+
+    def _conflist(self, pool_id, pool):
+        """A one-plugin list: the IPAM plugin alone, as Docker's address authority."""
+        rng = dict(pool["range"])
+        if pool.get("gateway"):
+            rng["gateway"] = pool["gateway"]
+        ipam = {k: v for k, v in (pool.get("base") or {}).items()
+                if k not in ("ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes")}
+        ipam.update(type="host-local", ranges=[[rng]])
+        ipam.setdefault("dataDir", self.settings.ipam_dir)
+        name = "pycni-ipam-" + pool_id.split(":", 1)[1][:16]
+        return conflist_from_dict({"cniVersion": "1.0.0", "name": name, "plugins": [ipam]})
+
+    def data_dir(self, pool_id):
+        pool = self.store.get_pool(pool_id)
+        conf = self._conflist(pool_id, pool)
+        return os.path.join(conf.plugins[0].raw["dataDir"], conf.name)
+
+
+def _first_subnet(ipam, family):
+    for rset in (ipam or {}).get("ranges") or []:
+        for r in rset if isinstance(rset, list) else []:
+            if isinstance(r, dict) and r.get("subnet"):
+                net = ipaddress.ip_network(r["subnet"], strict=False)
+                if net.version == family:
+                    return net
+    if (ipam or {}).get("subnet"):
+        net = ipaddress.ip_network(ipam["subnet"], strict=False)
+        if net.version == family:
+            return net
+    return None
+
+
+def _ends(network):
+    hosts = network.hosts()
+    first = next(hosts)
+    last = first
+    if network.num_addresses > 2:
+        last = network.broadcast_address - 1 if network.version == 4 else network[-1]
+    return str(first), str(last)

@@ -1,0 +1,200 @@
+"""Network namespaces and links, in process (pyroute2 plus setns on a private thread).
+
+Linux network namespaces are per thread: a short-lived thread that enters a
+netns affects no other thread, so no fork and no `ip` subprocess is needed.
+Everything here is a side effect; the rest of cnm_bridge stays pure.
+"""
+
+import contextlib
+import ctypes
+import errno
+import ipaddress
+import os
+import threading
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetlinkOpError(Exception):
+    """A namespace or link operation failed."""
+
+
+def _check(ret, what):
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise NetlinkOpError(f"{what}: {os.strerror(err)}")
+
+
+def _in_thread(fn, *args):
+    """Run fn on a fresh OS thread, so namespace changes die with the thread."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # handed to the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="pycni-netns")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def netns_path(name):
+    return os.path.join(NETNS_DIR, name)
+
+
+def create_netns(name):
+    """Create a named netns (like `ip netns add`) and return its path."""
+    path = netns_path(name)
+    os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+
+    def body():
+        _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        src = f"/proc/self/task/{threading.get_native_id()}/ns/net"
+        _check(_libc.mount(src.encode(), path.encode(), b"none", MS_BIND, None),
+               f"bind-mount netns to {path}")
+
+    try:
+        _in_thread(body)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
+
+
+def delete_netns(name):
+    """Unmount and remove a named netns; links left inside are destroyed with it."""
+    path = netns_path(name)
+    if not os.path.exists(path):
+        return False
+    if _libc.umount2(path.encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point any more
+            raise NetlinkOpError(f"umount {path}: {os.strerror(err)}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return True
+
+
+def list_netns(prefix=""):
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def in_netns(name, fn, *args):
+    """Call fn(ipr, *args) with an IPRoute socket inside netns `name`."""
+    path = netns_path(name)
+
+    def body():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            _check(_libc.setns(fd, CLONE_NEWNET), f"setns({path})")
+        finally:
+            os.close(fd)
+        with IPRoute() as ipr:
+            return fn(ipr, *args)
+
+    return _in_thread(body)
+
+
+def _lookup(ipr, ifname):
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def _hand_out(ipr, ifname, tmpname, host_pid):
+    idx = _lookup(ipr, ifname)
+    if idx is None:
+        raise NetlinkOpError(f"CNI created no interface {ifname!r} in the scratch netns")
+    mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
+    ipr.link("set", index=idx, state="down")
+    ipr.link("set", index=idx, ifname=tmpname)
+    ipr.link("set", index=idx, net_ns_pid=host_pid)
+    return mac
+
+
+def hand_out(netns_name, ifname, tmpname):
+    """Move the container side of a CNI attachment to the host under `tmpname`, down.
+
+    Docker then moves it into the sandbox at Join. Returns its MAC address.
+    """
+    return in_netns(netns_name, _hand_out, ifname, tmpname, os.getpid())
+
+
+def _take_back(ipr, tmpname, ifname, addresses):
+    idx = _lookup(ipr, tmpname)
+    if idx is not None:
+        ipr.link("set", index=idx, ifname=ifname)
+    else:
+        idx = _lookup(ipr, ifname)
+    if idx is None:
+        # The real link is gone (the container's netns died with it); a
+        # stand-in with the same addresses still lets the bridge plugin's DEL
+        # find the addresses whose masquerade rules it must remove. A veth
+        # pair, since not every kernel has the dummy module.
+        ipr.link("add", ifname=ifname, kind="veth", peer=ifname + "-peer")
+        idx = _lookup(ipr, ifname)
+    for cidr in addresses:
+        iface = ipaddress.ip_interface(cidr)
+        with contextlib.suppress(NetlinkError):
+            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+
+
+def take_back(netns_name, tmpname, ifname, addresses):
+    """Before CNI DEL: put the link (or a stand-in) back in the scratch netns as `ifname`."""
+    with IPRoute() as ipr:
+        idx = _lookup(ipr, tmpname)
+        if idx is not None:
+            fd = os.open(netns_path(netns_name), os.O_RDONLY)
+            try:
+                ipr.link("set", index=idx, net_ns_fd=fd)
+            finally:
+                os.close(fd)
+    in_netns(netns_name, _take_back, tmpname, ifname, addresses)
+
+
+def delete_link(ifname):
+    """Delete a host link if it exists; True if something was deleted."""
+    with IPRoute() as ipr:
+        idx = _lookup(ipr, ifname)
+        if idx is None:
+            return False
+        with contextlib.suppress(NetlinkError):
+            ipr.link("del", index=idx)
+        return True
+
+
+def link_exists(ifname):
+    with IPRoute() as ipr:
+        return _lookup(ipr, ifname) is not None
+
+
+def bridge_has_ports(ifname):
+    with IPRoute() as ipr:
+        idx = _lookup(ipr, ifname)
+        if idx is None:
+            return False
+        return any(link.get_attr("IFLA_MASTER") == idx for link in ipr.get_links())
+
+
+def host_links(prefix=""):
+    with IPRoute() as ipr:
+        names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+    return sorted(n for n in names if n and n.startswith(prefix))

@@ -1,0 +1,461 @@
+"""Docker plugin-protocol requests, parsed and validated into typed objects.
+
+Docker posts JSON without a Content-Type; every parser here takes the raw body
+bytes and raises BadRequest naming the field at fault. Shapes follow moby's
+libnetwork/drivers/remote/api and ipams/remote/api.
+"""
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+
+from .errors import BadRequest
+
+ID_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_BODY = 1 << 20
+MAX_DEPTH = 20
+
+OPT_GENERIC = "com.docker.network.generic"
+OPT_IPV6 = "com.docker.network.enable_ipv6"
+OPT_INTERNAL = "com.docker.network.internal"
+OPT_PORTMAP = "com.docker.network.portmap"
+OPT_EXPOSED = "com.docker.network.endpoint.exposedports"
+OPT_MAC = "com.docker.network.endpoint.macaddress"
+PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
+
+
+def _depth(value, limit):
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > limit:
+            return False
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return True
+
+
+def load_body(data):
+    """Raw body -> dict. An empty body is an empty object (Activate, GetCapabilities)."""
+    if data is None or not data.strip():
+        return {}
+    if len(data) > MAX_BODY:
+        raise BadRequest(f"request body larger than {MAX_BODY} bytes")
+    try:
+        body = json.loads(data)
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    if not _depth(body, MAX_DEPTH):
+        raise BadRequest(f"request body is nested deeper than {MAX_DEPTH} levels")
+    return body
+
+
+def _id(body, key, required=True):
+    value = body.get(key)
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"missing {key}")
+        return ""
+    if not isinstance(value, str) or not ID_RE.match(value):
+        raise BadRequest(f"{key} must be 64 lowercase hex characters, got {_show(value)}")
+    return value
+
+
+def _show(value, limit=80):
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _dict(body, key):
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{key} must be an object, got {_show(value)}")
+    return value
+
+
+def _bool(value, key):
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise BadRequest(f"{key} must be a boolean, got {_show(value)}")
+
+
+def _iface(value, key):
+    """'10.0.0.2/24' -> ip_interface; '' or None -> None."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a CIDR string, got {_show(value)}")
+    try:
+        return ipaddress.ip_interface(value)
+    except ValueError:
+        raise BadRequest(f"{key}: invalid address {_show(value)}") from None
+
+
+def _network(value, key):
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a CIDR string, got {_show(value)}")
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise BadRequest(f"{key}: invalid subnet {_show(value)}") from None
+
+
+MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+
+
+def _mac(value, key):
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str) or not MAC_RE.match(value):
+        raise BadRequest(f"{key}: invalid MAC address {_show(value)}")
+    return value.lower()
+
+
+@dataclass(frozen=True)
+class IPAMData:
+    """One entry of IPv4Data/IPv6Data: {"AddressSpace","Pool","Gateway","AuxAddresses"}."""
+
+    pool: object  # ipaddress network or None
+    gateway: object = None  # ipaddress interface or None
+    aux: tuple = ()
+    address_space: str = ""
+
+
+def _ipam_data(body, key):
+    value = body.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest(f"{key} must be a list")
+    out = []
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            raise BadRequest(f"{where} must be an object")
+        aux = item.get("AuxAddresses") or {}
+        if not isinstance(aux, dict):
+            raise BadRequest(f"{where}.AuxAddresses must be an object")
+        space = item.get("AddressSpace") or ""
+        if not isinstance(space, str):
+            raise BadRequest(f"{where}.AddressSpace must be a string")
+        out.append(IPAMData(
+            pool=_network(item.get("Pool"), f"{where}.Pool"),
+            gateway=_iface(item.get("Gateway"), f"{where}.Gateway"),
+            aux=tuple(sorted((str(k), _iface(v, f"{where}.AuxAddresses.{k}"))
+                             for k, v in aux.items())),
+            address_space=space,
+        ))
+    return out
+
+
+@dataclass(frozen=True)
+class CreateNetworkRequest:
+    network_id: str
+    generic: dict
+    ipv6: bool
+    internal: bool
+    ipv4_data: list
+    ipv6_data: list
+
+
+def parse_create_network(body):
+    """{"NetworkID","Options":{generic, enable_ipv6, internal},"IPv4Data":[..],"IPv6Data":[..]}"""
+    opts = _dict(body, "Options")
+    generic = opts.get(OPT_GENERIC) or {}
+    if not isinstance(generic, dict):
+        raise BadRequest(f"Options.{OPT_GENERIC} must be an object")
+    clean = {}
+    for k, v in generic.items():
+        if not isinstance(v, (str, int, float, bool)):
+            raise BadRequest(f"network option {k!r} must be a string, got {_show(v)}")
+        clean[str(k)] = v if isinstance(v, str) else json.dumps(v)
+    return CreateNetworkRequest(
+        network_id=_id(body, "NetworkID"),
+        generic=clean,
+        ipv6=_bool(opts.get(OPT_IPV6), OPT_IPV6),
+        internal=_bool(opts.get(OPT_INTERNAL), OPT_INTERNAL),
+        ipv4_data=_ipam_data(body, "IPv4Data"),
+        ipv6_data=_ipam_data(body, "IPv6Data"),
+    )
+
+
+@dataclass(frozen=True)
+class NetworkRef:
+    network_id: str
+
+
+def parse_network_ref(body):
+    """{"NetworkID"}: DeleteNetwork, FreeNetwork."""
+    return NetworkRef(_id(body, "NetworkID"))
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    proto: str
+    container_port: int
+    host_port: int
+    host_port_end: int
+    host_ip: str
+
+    def to_cni(self):
+        """One CNI portMappings entry per host port (portmap has no ranges)."""
+        out = []
+        end = self.host_port_end or self.host_port
+        for offset in range(end - self.host_port + 1):
+            m = {"hostPort": self.host_port + offset, "containerPort": self.container_port,
+                 "protocol": self.proto}
+            if self.host_ip:
+                m["hostIP"] = self.host_ip
+            out.append(m)
+        return out
+
+
+def _port(value, key, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            (0 if allow_zero else 1) <= value <= 65535):
+        raise BadRequest(f"{key} must be a port number, got {_show(value)}")
+    return value
+
+
+def parse_portmap(value):
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise BadRequest(f"{OPT_PORTMAP} must be a list")
+    out = []
+    for i, item in enumerate(value):
+        where = f"{OPT_PORTMAP}[{i}]"
+        if not isinstance(item, dict):
+            raise BadRequest(f"{where} must be an object")
+        proto = PROTO_NAMES.get(item.get("Proto"))
+        if proto is None:
+            raise BadRequest(f"{where}.Proto {_show(item.get('Proto'))} is not tcp, udp or sctp")
+        host_ip = item.get("HostIP") or ""
+        if host_ip:
+            try:
+                host_ip = str(ipaddress.ip_address(host_ip))
+            except ValueError:
+                raise BadRequest(f"{where}.HostIP: invalid address {_show(host_ip)}") from None
+        host_port = _port(item.get("HostPort", 0), f"{where}.HostPort", allow_zero=True)
+        end = _port(item.get("HostPortEnd", 0) or 0, f"{where}.HostPortEnd", allow_zero=True)
+        if end and end < host_port:
+            raise BadRequest(f"{where}: HostPortEnd {end} below HostPort {host_port}")
+        out.append(PortMapping(proto, _port(item.get("Port"), f"{where}.Port"), host_port,
+                               end, host_ip))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class CreateEndpointRequest:
+    network_id: str
+    endpoint_id: str
+    address: object  # ip_interface or None
+    address6: object
+    mac: str
+    port_mappings: tuple
+    options: dict = field(default_factory=dict)  # --driver-opt keys, flat
+
+
+ENDPOINT_DOCKER_KEYS = (OPT_PORTMAP, OPT_EXPOSED, OPT_MAC)
+
+
+def _mac_option(value):
+    # Docker sends the user's --mac-address base64-encoded (6 raw bytes).
+    if not value:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{OPT_MAC} must be a string")
+    if MAC_RE.match(value):
+        return value.lower()
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{OPT_MAC}: invalid MAC {_show(value)}") from None
+    if len(raw) != 6:
+        raise BadRequest(f"{OPT_MAC}: invalid MAC {_show(value)}")
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def parse_create_endpoint(body):
+    """{"NetworkID","EndpointID","Interface":{"Address","AddressIPv6","MacAddress"},"Options"}"""
+    iface = _dict(body, "Interface")
+    opts = _dict(body, "Options")
+    mac = _mac(iface.get("MacAddress"), "Interface.MacAddress") or _mac_option(opts.get(OPT_MAC))
+    extra = {}
+    for k, v in opts.items():
+        if k in ENDPOINT_DOCKER_KEYS or k.startswith("com.docker."):
+            continue
+        if not isinstance(v, str):
+            raise BadRequest(f"endpoint option {k!r} must be a string")
+        extra[k] = v
+    address = _iface(iface.get("Address"), "Interface.Address")
+    if address is not None and address.version != 4:
+        raise BadRequest("Interface.Address must be IPv4")
+    address6 = _iface(iface.get("AddressIPv6"), "Interface.AddressIPv6")
+    if address6 is not None and address6.version != 6:
+        raise BadRequest("Interface.AddressIPv6 must be IPv6")
+    return CreateEndpointRequest(
+        network_id=_id(body, "NetworkID"),
+        endpoint_id=_id(body, "EndpointID"),
+        address=address,
+        address6=address6,
+        mac=mac,
+        port_mappings=parse_portmap(opts.get(OPT_PORTMAP)),
+        options=extra,
+    )
+
+
+@dataclass(frozen=True)
+class EndpointRef:
+    network_id: str
+    endpoint_id: str
+
+
+def parse_endpoint_ref(body):
+    """{"NetworkID","EndpointID"}: DeleteEndpoint, EndpointOperInfo, Leave."""
+    return EndpointRef(_id(body, "NetworkID"), _id(body, "EndpointID"))
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    network_id: str
+    endpoint_id: str
+    sandbox_key: str
+    port_mappings: tuple
+
+
+def parse_join(body):
+    """{"NetworkID","EndpointID","SandboxKey","Options"}"""
+    key = body.get("SandboxKey") or ""
+    if not isinstance(key, str) or "\0" in key or len(key) > 4096:
+        raise BadRequest("SandboxKey must be a path")
+    opts = _dict(body, "Options")
+    return JoinRequest(_id(body, "NetworkID"), _id(body, "EndpointID"), key,
+                       parse_portmap(opts.get(OPT_PORTMAP)))
+
+
+@dataclass(frozen=True)
+class ConnectivityRequest:
+    network_id: str
+    endpoint_id: str
+    port_mappings: tuple
+
+
+def parse_connectivity(body):
+    """{"NetworkID","EndpointID","Options":{portmap, exposedports}}"""
+    opts = _dict(body, "Options")
+    return ConnectivityRequest(_id(body, "NetworkID"), _id(body, "EndpointID"),
+                               parse_portmap(opts.get(OPT_PORTMAP)))
+
+
+# -- IPAM (moby ipams/remote/api) ---------------------------------------------
+
+OPT_REQUEST_TYPE = "RequestAddressType"
+GATEWAY_TYPE = "com.docker.network.gateway"
+POOL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,200}$")
+
+
+def _str_map(body, key):
+    value = _dict(body, key)
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise BadRequest(f"{key}.{k} must be a string")
+    return value
+
+
+def _pool_id(body):
+    value = body.get("PoolID")
+    if not isinstance(value, str) or not POOL_ID_RE.match(value):
+        raise BadRequest(f"invalid PoolID {_show(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class RequestPoolRequest:
+    address_space: str
+    pool: object
+    sub_pool: object
+    options: dict
+    v6: bool
+
+
+def parse_request_pool(body):
+    """{"AddressSpace","Pool","SubPool","Options","V6"}"""
+    space = body.get("AddressSpace") or ""
+    if not isinstance(space, str) or len(space) > 64:
+        raise BadRequest("AddressSpace must be a short string")
+    pool = _network(body.get("Pool"), "Pool")
+    sub = _network(body.get("SubPool"), "SubPool")
+    v6 = _bool(body.get("V6"), "V6")
+    for n, key in ((pool, "Pool"), (sub, "SubPool")):
+        if n is not None and n.version != (6 if v6 else 4):
+            raise BadRequest(f"{key} {n} is not an IPv{6 if v6 else 4} subnet")
+    if sub is not None and (pool is None or not sub.subnet_of(pool)):
+        raise BadRequest(f"SubPool {sub} is not inside Pool {pool}")
+    return RequestPoolRequest(space, pool, sub, _str_map(body, "Options"), v6)
+
+
+@dataclass(frozen=True)
+class ReleasePoolRequest:
+    pool_id: str
+
+
+def parse_release_pool(body):
+    """{"PoolID"}"""
+    return ReleasePoolRequest(_pool_id(body))
+
+
+@dataclass(frozen=True)
+class RequestAddressRequest:
+    pool_id: str
+    address: object  # ip_address or None
+    gateway: bool
+    mac: str
+
+
+def parse_request_address(body):
+    """{"PoolID","Address","Options":{"RequestAddressType","com.docker.network.endpoint.macaddress"}}"""
+    addr = body.get("Address") or None
+    if addr is not None:
+        if not isinstance(addr, str):
+            raise BadRequest(f"Address must be a string, got {_show(addr)}")
+        try:
+            addr = ipaddress.ip_address(addr.split("/")[0])
+        except ValueError:
+            raise BadRequest(f"invalid Address {_show(addr)}") from None
+    opts = _str_map(body, "Options")
+    return RequestAddressRequest(_pool_id(body), addr, opts.get(OPT_REQUEST_TYPE) == GATEWAY_TYPE,
+                                 _mac(opts.get(OPT_MAC), OPT_MAC))
+
+
+@dataclass(frozen=True)
+class ReleaseAddressRequest:
+    pool_id: str
+    address: object
+
+
+def parse_release_address(body):
+    """{"PoolID","Address"}"""
+    addr = body.get("Address")
+    try:
+        addr = ipaddress.ip_address(str(addr).split("/")[0])
+    except ValueError:
+        raise BadRequest(f"invalid Address {_show(addr)}") from None
+    return ReleaseAddressRequest(_pool_id(body), addr)

@@ -1,0 +1,51 @@
+"""Serving the Flask app with gunicorn on the plugin unix socket.
+
+One worker process with threads: state lives in SQLite and CNI's file locks,
+so threads are safe, and one process keeps memory small. The app is loaded
+before the socket is bound (preload), so the socket appears only once pycni
+can answer; umask 077 makes it root-only.
+"""
+
+import logging
+import os
+
+from gunicorn.app.base import BaseApplication
+
+log = logging.getLogger(__name__)
+
+
+class _Server(BaseApplication):
+    def __init__(self, factory, options):
+        self.factory = factory
+        self.options = options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self.factory()
+
+
+def serve(settings, factory, threads=16):
+    sock_dir = os.path.dirname(settings.socket)
+    os.makedirs(sock_dir, mode=0o755, exist_ok=True)
+    if os.path.exists(settings.socket):
+        os.unlink(settings.socket)  # stale, from a process that died
+    options = {
+        "bind": [f"unix:{settings.socket}"],
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": threads,
+        "umask": 0o077,
+        "preload_app": True,
+        # A CNI call may legitimately take up to the plugin timeout, per plugin.
+        "timeout": int(settings.plugin_timeout * 4 + 30),
+        "graceful_timeout": 30,
+        "loglevel": settings.log_level,
+        "errorlog": "-",
+        "accesslog": None,
+        "proc_name": "pycni",
+    }
+    _Server(factory, options).run()

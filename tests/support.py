@@ -1,0 +1,111 @@
+"""Shared helpers for the root and Docker test layers: host inspection and cleanup."""
+
+import os
+import re
+import shutil
+import subprocess
+
+CNI_BIN_DIRS = [d for d in ("/usr/lib/cni", "/opt/cni/bin") if os.path.isdir(d)]
+GLOBAL_CHAINS = {
+    "filter": ("CNI-FORWARD", "CNI-ADMIN"),
+    "nat": ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"),
+}
+
+
+def run(*args, check=True, timeout=120, input=None):
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
+                          input=input)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}): "
+                             f"{proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def requirement_problem(need_docker=False):
+    """Why the root/Docker layers cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if not CNI_BIN_DIRS:
+        return "needs the reference CNI plugins (containernetworking-plugins)"
+    if not shutil.which("iptables-save"):
+        return "needs iptables"
+    if need_docker:
+        if not shutil.which("docker"):
+            return "needs the docker CLI"
+        if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+            return "needs a running dockerd"
+    return None
+
+
+def links():
+    out = run("ip", "-o", "link", "show").stdout
+    return {m.group(1).split("@")[0] for m in re.finditer(r"^\d+: ([^:]+):", out, re.M)}
+
+
+def netns_names():
+    try:
+        return set(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return set()
+
+
+def iptables_lines():
+    lines = []
+    for cmd in ("iptables-save", "ip6tables-save"):
+        if shutil.which(cmd):
+            lines += run(cmd).stdout.splitlines()
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def iptables_mentioning(*needles):
+    return [ln for ln in iptables_lines() if any(n in ln for n in needles)]
+
+
+def chains():
+    """{table: set(chain names)} for IPv4."""
+    out, table = {}, None
+    for ln in run("iptables-save").stdout.splitlines():
+        if ln.startswith("*"):
+            table = ln[1:]
+            out[table] = set()
+        elif ln.startswith(":") and table:
+            out[table].add(ln[1:].split()[0])
+    return out
+
+
+def remove_global_cni_chains(before):
+    """Remove the CNI plugins' shared chains that were not there before the tests."""
+    now = chains()
+    for table, names in GLOBAL_CHAINS.items():
+        for chain in names:
+            if chain not in now.get(table, set()) or chain in before.get(table, set()):
+                continue
+            rules = run("iptables-save", "-t", table).stdout.splitlines()
+            for ln in rules:
+                if ln.startswith("-A ") and f"-j {chain}" in ln:
+                    subprocess.run(["iptables", "-t", table, "-D"] + _split(ln[3:]),
+                                   capture_output=True)
+            subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
+    for table, names in GLOBAL_CHAINS.items():
+        for chain in names:
+            if chain in now.get(table, set()) and chain not in before.get(table, set()):
+                subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
+
+
+def _split(rule):
+    import shlex
+    return shlex.split(rule)
+
+
+def files_under(path):
+    out = []
+    for root, _, files in os.walk(path):
+        out += [os.path.join(root, f) for f in files]
+    return sorted(out)
+
+
+def ip_files(path):
+    """host-local's allocation files (one per address) under a data dir."""
+    return [f for f in files_under(path)
+            if re.match(r"^[0-9a-f.:]+$", os.path.basename(f)) and
+            not os.path.basename(f).startswith("last_reserved_ip")]

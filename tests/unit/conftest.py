@@ -1,0 +1,111 @@
+"""Fixtures for the cni_runner unit tests: a tmp conf dir, cache dir and fake plugins."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from cni_runner import CNIRuntime, RuntimeConf, conflist_from_dict
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKE_SOURCE = os.path.join(HERE, "fakeplugin.py")
+
+
+class FakeCNI:
+    """A sandbox: plugin dir with fake plugins, conf dir, cache dir, recorded calls."""
+
+    def __init__(self, root):
+        self.root = str(root)
+        self.bin_dir = os.path.join(self.root, "bin")
+        self.conf_dir = os.path.join(self.root, "net.d")
+        self.cache_dir = os.path.join(self.root, "cache")
+        self.state_dir = os.path.join(self.root, "state")
+        for d in (self.bin_dir, self.conf_dir, self.state_dir):
+            os.makedirs(d, exist_ok=True)
+        with open(FAKE_SOURCE) as f:
+            self._source = f.read()
+
+    # -- plugins ----------------------------------------------------------------
+
+    def plugin(self, name, bin_dir=None, **behaviour):
+        """Install fake plugin `name` (executable) and set its behaviour."""
+        d = bin_dir or self.bin_dir
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, name)
+        # -S: skip site, which halves the interpreter's start-up time.
+        text = f"#!{sys.executable} -S\nSTATE_DIR = {self.state_dir!r}\n" + self._source
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o755)
+        self.behave(name, **behaviour)
+        return path
+
+    def behave(self, name, **behaviour):
+        """Replace a plugin's behaviour, e.g. behave("p", versions=[...], ADD={"error": ...})."""
+        with open(os.path.join(self.state_dir, name + ".json"), "w") as f:
+            json.dump(behaviour, f)
+
+    def calls(self, command=None, plugin=None):
+        try:
+            with open(os.path.join(self.state_dir, "calls.jsonl")) as f:
+                recs = [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+        return [r for r in recs
+                if (command is None or r["command"] == command)
+                and (plugin is None or r["plugin"] == plugin)]
+
+    def verbs(self, skip_version=True):
+        """[(command, plugin), ...] in call order, VERSION probes left out."""
+        return [(r["command"], r["plugin"]) for r in self.calls()
+                if not (skip_version and r["command"] == "VERSION")]
+
+    def clear_calls(self):
+        try:
+            os.unlink(os.path.join(self.state_dir, "calls.jsonl"))
+        except FileNotFoundError:
+            pass
+
+    def child_pids(self):
+        try:
+            with open(os.path.join(self.state_dir, "child.pid")) as f:
+                return [int(x) for x in f.read().split()]
+        except FileNotFoundError:
+            return []
+
+    # -- configs and runtime ----------------------------------------------------------
+
+    def netlist(self, plugins=("p1",), name="testnet", version="1.0.0", **extra):
+        """A NetworkConfigList; plugins are type names or plugin dicts."""
+        return conflist_from_dict(self.netlist_dict(plugins, name, version, **extra))
+
+    @staticmethod
+    def netlist_dict(plugins=("p1",), name="testnet", version="1.0.0", **extra):
+        raw = {"name": name, "plugins": [p if isinstance(p, dict) else {"type": p}
+                                          for p in plugins]}
+        if version is not None:
+            raw["cniVersion"] = version
+        raw.update(extra)
+        return raw
+
+    def write_conf(self, filename, obj, conf_dir=None):
+        path = os.path.join(conf_dir or self.conf_dir, filename)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(obj if isinstance(obj, str) else json.dumps(obj))
+        return path
+
+    def runtime(self, **kw):
+        kw.setdefault("timeout", 10)
+        return CNIRuntime([self.bin_dir], self.cache_dir, **kw)
+
+    @staticmethod
+    def rt(container_id="ctr1", ifname="eth0", netns="/var/run/netns/fake", args=(),
+           caps=None):
+        return RuntimeConf(container_id, netns, ifname, list(args), dict(caps or {}))
+
+
+@pytest.fixture
+def cni(tmp_path):
+    return FakeCNI(tmp_path)
