@@ -87,7 +87,8 @@ def create_app(driver, ipam):
             return {key: f"{request.path}: {e.name}"}, e.code
         if isinstance(e, (DriverError, CNIError, NetlinkOpError)):
             log.warning("%s failed: %s", request.path, e)
-            return {key: str(e)}
+            # An empty message would read as success to Docker.
+            return {key: str(e) or f"pycni: {type(e).__name__} in {request.path}"}
         log.exception("%s failed unexpectedly", request.path)
         return {key: f"pycni internal error in {request.path}: {type(e).__name__}: {e}"}
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .errors import BadRequest
 
-ID_RE = re.compile(r"^[0-9a-f]{64}$")
+ID_RE = re.compile(r"[0-9a-f]{64}")
 MAX_BODY = 1 << 20
 MAX_DEPTH = 20
 
@@ -65,7 +65,7 @@ def _id(body, key, required=True):
         if required:
             raise BadRequest(f"missing {key}")
         return ""
-    if not isinstance(value, str) or not ID_RE.match(value):
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise BadRequest(f"{key} must be 64 lowercase hex characters, got {_show(value)}")
     return value
 
@@ -117,13 +117,13 @@ def _network(value, key):
         raise BadRequest(f"{key}: invalid subnet {_show(value)}") from None
 
 
-MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+MAC_RE = re.compile(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")
 
 
 def _mac(value, key):
     if value in (None, ""):
         return ""
-    if not isinstance(value, str) or not MAC_RE.match(value):
+    if not isinstance(value, str) or not MAC_RE.fullmatch(value):
         raise BadRequest(f"{key}: invalid MAC address {_show(value)}")
     return value.lower()
 
@@ -138,7 +138,7 @@ class IPAMData:
     address_space: str = ""
 
 
-def _ipam_data(body, key):
+def _ipam_data(body, key, family):
     value = body.get(key)
     if value is None:
         return []
@@ -155,13 +155,17 @@ def _ipam_data(body, key):
         space = item.get("AddressSpace") or ""
         if not isinstance(space, str):
             raise BadRequest(f"{where}.AddressSpace must be a string")
-        out.append(IPAMData(
-            pool=_network(item.get("Pool"), f"{where}.Pool"),
-            gateway=_iface(item.get("Gateway"), f"{where}.Gateway"),
-            aux=tuple(sorted((str(k), _iface(v, f"{where}.AuxAddresses.{k}"))
-                             for k, v in aux.items())),
-            address_space=space,
-        ))
+        pool = _network(item.get("Pool"), f"{where}.Pool")
+        if pool is None:
+            raise BadRequest(f"missing {where}.Pool")
+        gateway = _iface(item.get("Gateway"), f"{where}.Gateway")
+        aux = tuple(sorted((str(k), _iface(v, f"{where}.AuxAddresses.{k}"))
+                           for k, v in aux.items()))
+        for what, addr in [("Pool", pool), ("Gateway", gateway)] + [
+                (f"AuxAddresses.{k}", v) for k, v in aux]:
+            if addr is not None and addr.version != family:
+                raise BadRequest(f"{where}.{what} {addr} is not an IPv{family} address")
+        out.append(IPAMData(pool=pool, gateway=gateway, aux=aux, address_space=space))
     return out
 
 
@@ -191,8 +195,8 @@ def parse_create_network(body):
         generic=clean,
         ipv6=_bool(opts.get(OPT_IPV6), OPT_IPV6),
         internal=_bool(opts.get(OPT_INTERNAL), OPT_INTERNAL),
-        ipv4_data=_ipam_data(body, "IPv4Data"),
-        ipv6_data=_ipam_data(body, "IPv6Data"),
+        ipv4_data=_ipam_data(body, "IPv4Data", 4),
+        ipv6_data=_ipam_data(body, "IPv6Data", 6),
     )
 
 
@@ -215,16 +219,21 @@ class PortMapping:
     host_ip: str
 
     def to_cni(self):
-        """One CNI portMappings entry per host port (portmap has no ranges)."""
-        out = []
-        end = self.host_port_end or self.host_port
-        for offset in range(end - self.host_port + 1):
-            m = {"hostPort": self.host_port + offset, "containerPort": self.container_port,
-                 "protocol": self.proto}
-            if self.host_ip:
-                m["hostIP"] = self.host_ip
-            out.append(m)
-        return out
+        """The CNI portMappings entries of this binding: [] or one entry.
+
+        Docker's HostPort..HostPortEnd means "one free port of that range" (the
+        CLI already splits `-p 8000-8001:80-81` into one binding per port), not
+        every port of it; portmap cannot pick, so the range's first port is used.
+        HostPort 0 (`-p 80`, `-P`) asks for an ephemeral port, which portmap
+        cannot allocate either (it refuses hostPort 0): no mapping.
+        """
+        if not self.host_port:
+            return []
+        m = {"hostPort": self.host_port, "containerPort": self.container_port,
+             "protocol": self.proto}
+        if self.host_ip:
+            m["hostIP"] = self.host_ip
+        return [m]
 
 
 def _port(value, key, allow_zero=False):
@@ -244,11 +253,14 @@ def parse_portmap(value):
         where = f"{OPT_PORTMAP}[{i}]"
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object")
-        proto = PROTO_NAMES.get(item.get("Proto"))
+        proto = item.get("Proto")
+        proto = PROTO_NAMES.get(proto) if type(proto) is int else None
         if proto is None:
             raise BadRequest(f"{where}.Proto {_show(item.get('Proto'))} is not tcp, udp or sctp")
         host_ip = item.get("HostIP") or ""
         if host_ip:
+            if not isinstance(host_ip, str):
+                raise BadRequest(f"{where}.HostIP must be a string, got {_show(host_ip)}")
             try:
                 host_ip = str(ipaddress.ip_address(host_ip))
             except ValueError:
@@ -282,7 +294,7 @@ def _mac_option(value):
         return ""
     if not isinstance(value, str):
         raise BadRequest(f"{OPT_MAC} must be a string")
-    if MAC_RE.match(value):
+    if MAC_RE.fullmatch(value):
         return value.lower()
     try:
         raw = base64.b64decode(value, validate=True)
@@ -369,7 +381,7 @@ def parse_connectivity(body):
 
 OPT_REQUEST_TYPE = "RequestAddressType"
 GATEWAY_TYPE = "com.docker.network.gateway"
-POOL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,200}$")
+POOL_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,200}")
 
 
 def _str_map(body, key):
@@ -382,7 +394,7 @@ def _str_map(body, key):
 
 def _pool_id(body):
     value = body.get("PoolID")
-    if not isinstance(value, str) or not POOL_ID_RE.match(value):
+    if not isinstance(value, str) or not POOL_ID_RE.fullmatch(value):
         raise BadRequest(f"invalid PoolID {_show(value)}")
     return value
 

@@ -76,10 +76,18 @@ class Endpoint:
 class Store:
     def __init__(self, path):
         self.path = path
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        # Create the file 0600 before SQLite opens it: SQLite gives the -wal and
+        # -shm files the database file's mode, and creates them at once (WAL).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
         self._local = threading.local()
         self._conn().db.executescript(SCHEMA)
-        os.chmod(path, 0o600)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.chmod(path + suffix, 0o600)
 
     def _conn(self):
         db = getattr(self._local, "db", None)
@@ -110,7 +118,7 @@ class Store:
 
     def networks(self):
         with self._conn() as db:
-            rows = db.execute("SELECT * FROM networks ORDER BY created").fetchall()
+            rows = db.execute("SELECT * FROM networks ORDER BY created, rowid").fetchall()
         return [_network(r) for r in rows]
 
     def delete_network(self, network_id):
@@ -142,10 +150,10 @@ class Store:
     def endpoints(self, network_id=None):
         with self._conn() as db:
             if network_id is None:
-                rows = db.execute("SELECT * FROM endpoints ORDER BY created").fetchall()
+                rows = db.execute("SELECT * FROM endpoints ORDER BY created, rowid").fetchall()
             else:
-                rows = db.execute("SELECT * FROM endpoints WHERE network_id=? ORDER BY created",
-                                  (network_id,)).fetchall()
+                rows = db.execute("SELECT * FROM endpoints WHERE network_id=?"
+                                  " ORDER BY created, rowid", (network_id,)).fetchall()
         return [_endpoint(r) for r in rows]
 
     def delete_endpoint(self, endpoint_id):

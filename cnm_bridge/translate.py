@@ -29,7 +29,7 @@ TYPE_OPTIONS = {
     "ptp": {OPT_MTU, OPT_MASQ},
 }
 MODES = {"macvlan": {"bridge", "private", "vepa", "passthru"}, "ipvlan": {"l2", "l3", "l3s"}}
-IFNAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,14}$")
+IFNAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,14}")
 CONTAINER_IFNAME = "eth0"
 # IPAM plugins that take Docker's address through CNI_ARGS, and how they want it.
 ARG_IPAMS = {"host-local": "ip", "static": "cidr"}
@@ -53,7 +53,8 @@ def tmp_ifname(endpoint_id):
 
 
 def _ifname_option(key, value):
-    if not IFNAME_RE.match(value or ""):
+    # fullmatch: "$" would also accept a trailing newline.
+    if not isinstance(value, str) or not IFNAME_RE.fullmatch(value):
         raise UnsupportedOption(
             f"option {key}={value!r} is not a valid interface name "
             "(1-15 characters: letters, digits, '_', '.', '-')")
@@ -219,12 +220,18 @@ def check_conflist_matches(conflist_name, conflist_raw, ipv4_data, ipv6_data):
         return
     try:
         subnets = _ipam_subnets(ipam)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise UnsupportedOption(f"CNI network {conflist_name!r}: invalid IPAM subnet: {e}")
     for family, data in ((4, ipv4_data), (6, ipv6_data)):
         mine = [(n, gw) for n, gw in subnets if n.version == family]
-        if not mine or not data:
+        if not data:
             continue
+        if not mine:
+            # host-local would refuse every address Docker hands it for this family.
+            raise UnsupportedOption(
+                f"CNI network {conflist_name!r} has no IPv{family} range in its IPAM, but the "
+                f"network has IPv{family} subnet {data[0].pool}"
+                + ("; create the network without --ipv6" if family == 6 else ""))
         for d in data:
             match = [(n, gw) for n, gw in mine if n == d.pool]
             if not match:
@@ -233,8 +240,12 @@ def check_conflist_matches(conflist_name, conflist_raw, ipv4_data, ipv6_data):
                     f"subnet {d.pool} does not match CNI network {conflist_name!r}, whose "
                     f"IPAM uses {want}; create the network with --subnet {mine[0][0]}")
             net, gw = match[0]
-            gw = gw or str(next(net.hosts()))
-            if d.gateway is not None and str(d.gateway.ip) != gw:
+            try:
+                gw = str(ipaddress.ip_address(gw)) if gw else str(next(net.hosts()))
+            except ValueError:
+                raise UnsupportedOption(
+                    f"CNI network {conflist_name!r}: invalid IPAM gateway {gw!r}") from None
+            if d.gateway is not None and d.gateway.ip != ipaddress.ip_address(gw):
                 raise UnsupportedOption(
                     f"gateway {d.gateway.ip} does not match CNI network {conflist_name!r}, "
                     f"whose gateway for {net} is {gw}; create the network with --gateway {gw}")

@@ -109,3 +109,9 @@ def ip_files(path):
     return [f for f in files_under(path)
             if re.match(r"^[0-9a-f.:]+$", os.path.basename(f)) and
             not os.path.basename(f).startswith("last_reserved_ip")]
+
+
+def ping_cmd(target, count=1, wait=3):
+    """ping, from iputils if present, else busybox (a dependency of the tests)."""
+    exe = [shutil.which("ping")] if shutil.which("ping") else [shutil.which("busybox") or "/bin/busybox", "ping"]
+    return exe + ["-c", str(count), "-W", str(wait), target]

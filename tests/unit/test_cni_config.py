@@ -337,3 +337,8 @@ def test_capabilities_not_an_object_is_ignored():
     conf = conflist_from_dict({"cniVersion": "1.0.0", "name": "n",
                                "plugins": [{"type": "x", "capabilities": ["ips"]}]})
     assert conf.plugins[0].capabilities == {}
+
+
+def test_load_only_inlined_plugins_bad_value():
+    with pytest.raises(ConfigError, match="loadOnlyInlinedPlugins"):
+        conflist_from_dict(bridge("n", loadOnlyInlinedPlugins="maybe"))

@@ -457,10 +457,11 @@ def test_exec_retried_while_text_file_busy(cni):
     assert json.loads(out)["supportedVersions"]
 
 
-def test_exec_gives_up_when_text_file_stays_busy(cni):
+def test_exec_gives_up_when_text_file_stays_busy(cni, monkeypatch):
     path = cni.plugin("p1")
     if not _etxtbsy_provokable(path):
         pytest.skip("kernel does not report ETXTBSY here")
+    monkeypatch.setattr("cni_runner.invoke.ETXTBSY_RETRIES", 1)
     fd = os.open(path, os.O_WRONLY)
     try:
         with pytest.raises(PluginError, match="busy"):

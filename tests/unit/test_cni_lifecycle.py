@@ -445,3 +445,24 @@ def test_status_not_ready(cni, code):
     with pytest.raises(PluginError) as ei:
         cni.runtime().status(cni.netlist(["p1"], version="1.1.0"))
     assert ei.value.code == code and ei.value.command == "STATUS"
+
+
+def test_list_at_020_returns_ip4_block(cni):
+    cni.plugin("p1", versions=["0.1.0", "0.2.0"])
+    net = cni.netlist(["p1"], version="0.2.0")
+    runtime = cni.runtime()
+    res = runtime.add(net, cni.rt())
+    assert res == {"cniVersion": "0.2.0",
+                   "ip4": {"ip": "10.22.0.5/16", "gateway": "10.22.0.1",
+                           "routes": [{"dst": "0.0.0.0/0"}]}}
+    assert runtime.cached_result(net, cni.rt()) == res
+    runtime.delete(net, cni.rt())
+    assert "prevResult" not in cni.calls("DEL")[0]["stdin"]
+
+
+def test_empty_add_output_is_cleaned_up(cni, three):
+    cni.behave("p3", ADD={"stdout": ""})
+    with pytest.raises(PluginError, match="printed no result"):
+        cni.runtime().add(three, cni.rt())
+    assert cni.verbs()[-3:] == [("DEL", "p3"), ("DEL", "p2"), ("DEL", "p1")]
+    assert not os.path.exists(entry_path(cni))

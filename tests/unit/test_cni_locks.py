@@ -28,7 +28,7 @@ CHILD = textwrap.dedent("""
         print(repr(time.time()), flush=True)
 """)
 
-HOLD = 0.4
+HOLD = 0.25
 
 
 def acquire_in_child(lockdir, kind, *args):

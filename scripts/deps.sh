@@ -1,0 +1,28 @@
+#!/bin/bash
+# Installs what pycni and its tests need, skipping what is already there.
+# Debian: docker.io, containernetworking-plugins, iptables, busybox-static; PyPI: pycni.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+[ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need+=(containernetworking-plugins)
+command -v iptables-save >/dev/null || need+=(iptables)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "deps: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Debian's own Python refuses system-wide pip installs (PEP 668); pyenv's does not.
+pip_install() {
+    python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
+}
+if [ "${1:-}" = "--test" ]; then
+    pip_install -e '.[test]'
+else
+    pip_install .
+fi

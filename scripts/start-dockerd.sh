@@ -1,0 +1,17 @@
+#!/bin/bash
+# Starts dockerd (and so containerd) if no daemon answers; waits until it does.
+set -euo pipefail
+if docker info >/dev/null 2>&1; then
+    exit 0
+fi
+if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl start docker
+else
+    nohup dockerd >/var/log/dockerd.log 2>&1 &
+fi
+for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && exit 0
+    sleep 0.5
+done
+echo "dockerd did not start; see /var/log/dockerd.log" >&2
+exit 1

@@ -1,0 +1,155 @@
+"""The scratch-netns handoff without Docker: what Docker would do is done by hand here."""
+
+import os
+import random
+import subprocess
+
+import pytest
+
+import support
+from cni_runner import PluginError
+from cnm_bridge import netlink, protocol, translate
+from conftest import body, hexid
+
+
+def make_network(driver, subnet, **opts):
+    nid = hexid()
+    gw = subnet.rsplit(".", 1)[0] + ".1"
+    req = protocol.parse_create_network(protocol.load_body(body({
+        "NetworkID": nid,
+        "Options": {"com.docker.network.generic": opts},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": subnet, "Gateway": f"{gw}/24"}],
+        "IPv6Data": []})))
+    driver.create_network(req)
+    return nid, gw
+
+
+def make_endpoint(driver, nid, address):
+    eid = hexid()
+    req = protocol.parse_create_endpoint(protocol.load_body(body({
+        "NetworkID": nid, "EndpointID": eid,
+        "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": ""},
+        "Options": {}})))
+    return eid, driver.create_endpoint(req)
+
+
+def docker_moves_in(tmpname, sandbox, address, gw):
+    """What Docker does after Join: move the link in, name it eth0, configure it."""
+    fd = os.open(netlink.netns_path(sandbox), os.O_RDONLY)
+    try:
+        from pyroute2 import IPRoute
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=tmpname)[0]
+            ipr.link("set", index=idx, net_ns_fd=fd)
+    finally:
+        os.close(fd)
+    ns = ["ip", "netns", "exec", sandbox]
+    support.run(*ns, "ip", "link", "set", tmpname, "name", "eth0")
+    support.run(*ns, "ip", "addr", "add", address, "dev", "eth0")
+    support.run(*ns, "ip", "link", "set", "eth0", "up")
+    support.run(*ns, "ip", "link", "set", "lo", "up")
+    support.run(*ns, "ip", "route", "add", "default", "via", gw)
+
+
+def docker_moves_out(sandbox, tmpname):
+    """What Docker does before DeleteEndpoint: the link goes back to the host, down."""
+    ns = ["ip", "netns", "exec", sandbox]
+    support.run(*ns, "ip", "link", "set", "eth0", "down")
+    support.run(*ns, "ip", "link", "set", "eth0", "name", tmpname)
+    support.run(*ns, "ip", "link", "set", tmpname, "netns", "1")
+
+
+def subnet():
+    return f"10.{random.randint(200, 250)}.{random.randint(0, 255)}.0/24"
+
+
+def assert_clean(settings, nid, net_subnet):
+    prefix = net_subnet.rsplit(".", 1)[0] + "."
+    assert not [n for n in support.links() if n.startswith(("pyc", f"pc-{nid[:12]}"))]
+    assert not [n for n in support.netns_names() if n.startswith("pycni-")]
+    assert support.files_under(os.path.join(settings.cni_cache_dir, "results")) == []
+    assert support.ip_files(settings.ipam_dir) == []
+    assert support.iptables_mentioning(prefix, f"pycni-{nid[:12]}") == []
+
+
+def test_endpoint_handoff_and_teardown(stack, host):
+    settings, store, driver, _ = stack
+    sn = subnet()
+    nid, gw = make_network(driver, sn)
+    addr = sn.rsplit(".", 1)[0] + ".5/24"
+    eid, answer = make_endpoint(driver, nid, addr)
+    tmp = translate.tmp_ifname(eid)
+    # CreateEndpoint leaves the container side on the host, down, under a temporary name.
+    assert tmp in support.links()
+    link = support.run("ip", "-o", "link", "show", tmp).stdout
+    assert "state DOWN" in link
+    assert answer["Interface"]["MacAddress"] in link
+    assert "Address" not in answer["Interface"]
+    join = driver.join(protocol.parse_join({"NetworkID": nid, "EndpointID": eid,
+                                            "SandboxKey": "/var/run/docker/netns/x"}))
+    assert join == {"InterfaceName": {"SrcName": tmp, "DstPrefix": "eth"}, "Gateway": gw}
+    sandbox = host.add_netns("pyct-sbx")
+    docker_moves_in(tmp, sandbox, addr, gw)
+    # The host side CNI made (bridge, gateway address, firewall) carries the traffic.
+    support.run("ip", "netns", "exec", sandbox, *support.ping_cmd(gw))
+    docker_moves_out(sandbox, tmp)
+    driver.delete_endpoint(protocol.parse_endpoint_ref({"NetworkID": nid, "EndpointID": eid}))
+    driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
+    assert_clean(settings, nid, sn)
+
+
+def test_teardown_when_the_link_died_with_the_sandbox(stack, host):
+    """A crashed container's netns took the link with it: DEL must still remove masquerade."""
+    settings, store, driver, _ = stack
+    sn = subnet()
+    nid, gw = make_network(driver, sn)
+    addr = sn.rsplit(".", 1)[0] + ".6/24"
+    eid, _ = make_endpoint(driver, nid, addr)
+    assert support.iptables_mentioning(addr.split("/")[0])  # masquerade + firewall rules
+    sandbox = host.add_netns("pyct-sbx")
+    docker_moves_in(translate.tmp_ifname(eid), sandbox, addr, gw)
+    netlink.delete_netns(sandbox)  # the link is destroyed with it
+    driver.delete_endpoint(protocol.parse_endpoint_ref({"NetworkID": nid, "EndpointID": eid}))
+    driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
+    assert_clean(settings, nid, sn)
+
+
+def test_failed_add_leaves_nothing(stack, host):
+    settings, store, driver, _ = stack
+    sn = subnet()
+    nid, gw = make_network(driver, sn)
+    # The gateway address itself: host-local refuses it, so ADD fails part way.
+    with pytest.raises(PluginError) as err:
+        make_endpoint(driver, nid, gw + "/24")
+    assert "host-local" in str(err.value) or "bridge" in str(err.value)
+    assert store.endpoints() == []
+    driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
+    assert_clean(settings, nid, sn)
+
+
+def test_delete_endpoint_twice_and_unknown(stack):
+    settings, store, driver, _ = stack
+    sn = subnet()
+    nid, gw = make_network(driver, sn)
+    eid, _ = make_endpoint(driver, nid, sn.rsplit(".", 1)[0] + ".7/24")
+    ref = protocol.parse_endpoint_ref({"NetworkID": nid, "EndpointID": eid})
+    driver.delete_endpoint(ref)
+    driver.delete_endpoint(ref)  # Docker may retry: idempotent
+    driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
+    driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
+    assert_clean(settings, nid, sn)
+
+
+def test_create_endpoint_replay_returns_same_answer(stack):
+    settings, store, driver, _ = stack
+    sn = subnet()
+    nid, gw = make_network(driver, sn)
+    addr = sn.rsplit(".", 1)[0] + ".8/24"
+    eid = hexid()
+    raw = {"NetworkID": nid, "EndpointID": eid, "Interface": {"Address": addr}, "Options": {}}
+    first = driver.create_endpoint(protocol.parse_create_endpoint(raw))
+    again = driver.create_endpoint(protocol.parse_create_endpoint(raw))
+    assert first == again
+    assert len(store.endpoints()) == 1
+    driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
+    assert_clean(settings, nid, sn)
