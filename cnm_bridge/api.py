@@ -9,7 +9,7 @@ import logging
 import time
 
 from flask import Flask, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from cni_runner import CNIError
 
@@ -81,6 +81,10 @@ def create_app(driver, ipam):
     def error(e):
         # IPAM answers carry errors under "Error"; Docker ignores "Err" there.
         key = "Error" if request.path.startswith("/IpamDriver.") else "Err"
+        # An exception outside the view (e.g. an invalid return value) arrives
+        # wrapped in a 500 InternalServerError: answer for the exception itself.
+        if isinstance(e, InternalServerError) and e.original_exception is not None:
+            e = e.original_exception
         if isinstance(e, HTTPException):
             if e.code == 404:
                 return {key: f"pycni does not implement {request.path}"}, 404

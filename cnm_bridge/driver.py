@@ -56,6 +56,7 @@ class Driver:
                 req.network_id, plan, req.ipv4_data, req.ipv6_data, req.internal,
                 self.settings.ipam_dir)
         try:
+            raw = translate.with_ips_capability(raw)
             conflist = conflist_from_dict(raw, f"network {req.network_id[:12]}")
             self.runtime.validate(conflist)
         except CNIError as e:
@@ -112,8 +113,8 @@ class Driver:
         # With pycni's IPAM the address is already in the list (static): no IP arg.
         ipam_type = None if net.ipam == "pycni" else (
             translate.main_ipam(conflist.raw) or {}).get("type")
-        args = translate.endpoint_cni_args(ipam_type, req.address, req.address6, req.mac)
-        caps = {}
+        args = translate.endpoint_cni_args(req.mac)
+        caps = translate.endpoint_capability_args(ipam_type, req.address, req.address6)
         mappings = [m for pm in req.port_mappings for m in pm.to_cni()]
         if mappings and not net.internal:
             caps["portMappings"] = mappings

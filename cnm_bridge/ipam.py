@@ -56,8 +56,7 @@ class Ipam:
                 "cni.network=NAME naming a conflist whose host-local IPAM has one")
         rng = {"subnet": str(subnet)}
         if req.sub_pool is not None:
-            hosts = list(_ends(req.sub_pool))
-            rng["rangeStart"], rng["rangeEnd"] = hosts
+            rng["rangeStart"], rng["rangeEnd"] = _ends(req.sub_pool, subnet)
         pool_id = "pycni:" + hashlib.sha256(
             f"{req.address_space}|{subnet}|{req.sub_pool}|{name}".encode()).hexdigest()[:24]
         existing = self.store.get_pool(pool_id)
@@ -157,12 +156,14 @@ class Ipam:
         ipam.update(type="host-local", ranges=[[rng]])
         ipam.setdefault("dataDir", self.settings.ipam_dir)
         name = "pycni-ipam-" + pool_id.split(":", 1)[1][:16]
-        return conflist_from_dict({"cniVersion": "1.0.0", "name": name, "plugins": [ipam]})
+        # Run alone, the IPAM plugin still reads its settings from the "ipam" key.
+        plugin = {"type": "host-local", "ipam": ipam}
+        return conflist_from_dict({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]})
 
     def data_dir(self, pool_id):
         pool = self.store.get_pool(pool_id)
         conf = self._conflist(pool_id, pool)
-        return os.path.join(conf.plugins[0].raw["dataDir"], conf.name)
+        return os.path.join(conf.plugins[0].raw["ipam"]["dataDir"], conf.name)
 
 
 def _first_subnet(ipam, family):
@@ -179,10 +180,12 @@ def _first_subnet(ipam, family):
     return None
 
 
-def _ends(network):
-    hosts = network.hosts()
-    first = next(hosts)
-    last = first
-    if network.num_addresses > 2:
-        last = network.broadcast_address - 1 if network.version == 4 else network[-1]
+def _ends(sub, pool):
+    """First and last usable address of --ip-range inside its pool: only the pool's own
+    network and broadcast addresses are excluded, as Docker's IPAM does."""
+    first, last = sub.network_address, sub.broadcast_address
+    if first == pool.network_address:
+        first += 1
+    if pool.version == 4 and last == pool.broadcast_address:
+        last -= 1
     return str(first), str(last)

@@ -31,8 +31,8 @@ TYPE_OPTIONS = {
 MODES = {"macvlan": {"bridge", "private", "vepa", "passthru"}, "ipvlan": {"l2", "l3", "l3s"}}
 IFNAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,14}")
 CONTAINER_IFNAME = "eth0"
-# IPAM plugins that take Docker's address through CNI_ARGS, and how they want it.
-ARG_IPAMS = {"host-local": "ip", "static": "cidr"}
+# IPAM plugins that take Docker's address through the `ips` capability.
+IPS_IPAMS = ("host-local", "static")
 
 
 def cni_network_name(network_id):
@@ -211,7 +211,7 @@ def check_conflist_matches(conflist_name, conflist_raw, ipv4_data, ipv6_data):
     if ipam is None:
         return
     itype = ipam.get("type")
-    if itype not in ARG_IPAMS:
+    if itype not in IPS_IPAMS:
         raise UnsupportedOption(
             f"CNI network {conflist_name!r} uses IPAM {itype!r}, which cannot take the "
             "address Docker assigns; create the network with --ipam-driver pycni so that "
@@ -251,18 +251,34 @@ def check_conflist_matches(conflist_name, conflist_raw, ipv4_data, ipv6_data):
                     f"whose gateway for {net} is {gw}; create the network with --gateway {gw}")
 
 
-def endpoint_cni_args(ipam_type, address, address6, mac):
-    """CNI_ARGS that make the chain use Docker's address and MAC: [(k, v)]."""
-    args = []
-    addrs = [a for a in (address, address6) if a is not None]
-    style = ARG_IPAMS.get(ipam_type)
-    if addrs and style == "ip":
-        args.append(("IP", ",".join(str(a.ip) for a in addrs)))
-    elif addrs and style == "cidr":
-        args.append(("IP", ",".join(str(a) for a in addrs)))
-    if mac:
-        args.append(("MAC", mac))
-    return args
+def endpoint_cni_args(mac):
+    """CNI_ARGS for an endpoint: the MAC Docker was given (bridge, macvlan and tuning read it)."""
+    return [("MAC", mac)] if mac else []
+
+
+def endpoint_capability_args(ipam_type, address, address6):
+    """The `ips` capability carrying Docker's addresses to host-local or static.
+
+    Not CNI_ARGS IP=: the reference plugins parse IP= as one address (dual stack
+    fails) and bridge itself rejects a list there, DEL included.
+    """
+    addrs = [str(a) for a in (address, address6) if a is not None]
+    if addrs and ipam_type in IPS_IPAMS:
+        return {"ips": addrs}
+    return {}
+
+
+def with_ips_capability(conflist_raw):
+    """The list with `capabilities: {ips: true}` on the plugin that holds the IPAM section,
+    so that runtimeConfig.ips reaches it (and, through it, its IPAM plugin)."""
+    raw = {**conflist_raw, "plugins": [dict(p) for p in conflist_raw["plugins"]]}
+    for plugin in raw["plugins"]:
+        if isinstance(plugin.get("ipam"), dict):
+            caps = dict(plugin.get("capabilities") or {})
+            caps["ips"] = True
+            plugin["capabilities"] = caps
+            break
+    return raw
 
 
 def container_ips(result, ifname=CONTAINER_IFNAME):
@@ -343,7 +359,7 @@ def check_addresses(conflist_name, address, address6, result_ips):
         if want is not None and str(want) not in have:
             raise UnsupportedOption(
                 f"CNI network {conflist_name!r} configured {sorted(have) or 'no address'} "
-                f"but Docker assigned {want}; its IPAM must accept the IP argument "
+                f"but Docker assigned {want}; its IPAM must accept the requested address "
                 "(host-local, static) or the network must use --ipam-driver pycni")
 
 

@@ -13,17 +13,20 @@ import time
 import support
 
 IMAGE = "pycni-test-busybox:latest"
+# Debian's docker.io client matches its daemon's API (1.41); a newer client on
+# PATH refuses some flags (per-network --mac-address) against it.
+DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else (shutil.which("docker") or "docker")
 
 
 def docker(*args, check=True, timeout=120):
     """Run the docker CLI; return stdout (check) or the CompletedProcess."""
-    proc = support.run("docker", *args, check=check, timeout=timeout)
+    proc = support.run(DOCKER, *args, check=check, timeout=timeout)
     return proc.stdout.strip() if check else proc
 
 
 def docker_fails(*args):
     """Run a docker command that must fail; return what the CLI printed on stderr."""
-    proc = support.run("docker", *args, check=False)
+    proc = support.run(DOCKER, *args, check=False)
     assert proc.returncode != 0, f"docker {' '.join(args)} succeeded: {proc.stdout}"
     return proc.stderr.strip()
 
@@ -41,7 +44,7 @@ def make_busybox_image():
             if applet != "busybox":
                 os.symlink("busybox", f"{root}/bin/{applet}")
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "-c", 'CMD ["sh"]', "-", IMAGE],
+        subprocess.run([DOCKER, "import", "-c", 'CMD ["sh"]', "-", IMAGE],
                        stdin=tar.stdout, check=True, capture_output=True)
         tar.wait()
     return IMAGE

@@ -39,8 +39,10 @@ def acquire_in_child(lockdir, kind, *args):
 
 
 def acquired_at(proc):
-    out, _ = proc.communicate(timeout=10)
-    assert proc.returncode == 0
+    # Not communicate(): it reads the raw pipe and would miss what readline() buffered.
+    out = proc.stdout.read()
+    proc.stdout.close()
+    assert proc.wait(timeout=10) == 0
     return float(out.strip())
 
 
