@@ -52,7 +52,8 @@ class CNIRuntime:
         self.timeout = timeout
         self.serialize = serialize
         self.max_output = max_output
-        self.prober = VersionProber()
+        # VERSION answers at once; never let it outwait the deadline the caller chose.
+        self.prober = VersionProber(timeout=min(timeout, 10.0))
 
     # -- versions and plugins -------------------------------------------------
 

@@ -8,6 +8,7 @@ from cni_runner import CNIRuntime
 from .api import create_app
 from .driver import Driver
 from .ipam import Ipam
+from .reconcile import Reconciler
 from .store import Store
 
 
@@ -24,7 +25,11 @@ def build(settings):
 
 def make_app(settings):
     driver, ipam = build(settings)
+    # Before the socket exists: finish or undo whatever a crash left half-made.
+    reconciler = Reconciler(driver.store, driver.runtime, driver, ipam)
+    reconciler.local()
     app = create_app(driver, ipam)
+    app.config["reconciler"] = reconciler
     logging.getLogger("pycni").info(
         "pycni ready: conf dir %s, plugin dirs %s, state dir %s", settings.conf_dir,
         ":".join(settings.bin_dirs), settings.state_dir)

@@ -33,7 +33,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="pycni", description="Docker network plugin for CNI")
     sub = parser.add_subparsers(dest="command", required=True)
     _dir_options(sub.add_parser("serve", help="serve the plugin API on the socket"))
-    _dir_options(sub.add_parser("gc", help="tear down what Docker has forgotten, then exit"))
+    gc = sub.add_parser("gc", help="tear down what Docker has forgotten, then exit")
+    _dir_options(gc)
+    gc.add_argument("--min-age", type=float, default=60,
+                    help="leave alone what is younger than this many seconds (default 60)")
     opts = parser.parse_args(argv)
     s = _settings(opts)
     logging.basicConfig(level=s.log_level.upper(),
@@ -44,7 +47,7 @@ def main(argv=None):
         serve(s, lambda: make_app(s))
         return 0
     from .reconcile import run_once
-    return run_once(s)
+    return run_once(s, opts.min_age)
 
 
 if __name__ == "__main__":

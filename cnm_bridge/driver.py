@@ -10,10 +10,11 @@ import logging
 import os
 import shutil
 
-from cni_runner import CNIError, RuntimeConf, conflist_from_dict, load_by_name
+from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from_dict, load_by_name
 
 from . import netlink, translate
 from .errors import DriverError, NotFound, UnsupportedOption
+from .bootid import current_boot_id
 from .store import Endpoint, Network
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class Driver:
         ep = Endpoint(id=req.endpoint_id, network_id=net.id, state="creating",
                       netns=translate.netns_name(req.endpoint_id),
                       tmp_ifname=translate.tmp_ifname(req.endpoint_id),
-                      cni_args=args, cap_args=caps)
+                      cni_args=args, cap_args=caps, boot_id=current_boot_id())
         self.store.add_endpoint(ep)
         try:
             netlink.delete_netns(ep.netns)
@@ -199,22 +200,64 @@ class Driver:
             ep.state = "deleting"
             self.store.update_endpoint(ep)
         ips = translate.container_ips(ep.result) if ep.result else []
-        conflist = self._endpoint_conflist(net, ips) if net else None
-        ips = [str(a) for a in ips]
-        path = netlink.netns_path(ep.netns)
-        if not os.path.exists(path):
-            # DEL must run in a netns: bridge removes masquerade rules only for
-            # addresses it finds on the link there.
-            path = netlink.create_netns(ep.netns)
-        try:
-            netlink.take_back(ep.netns, ep.tmp_ifname, IFNAME, ips)
-        except Exception as e:
-            log.warning("endpoint %s: could not restore its link before DEL: %s", ep.id[:12], e)
-        if conflist is not None:
-            self.runtime.delete(conflist, RuntimeConf(ep.id, path, IFNAME, ep.cni_args,
-                                                      ep.cap_args))
-        netlink.delete_netns(ep.netns)
-        netlink.delete_link(ep.tmp_ifname)
+        conflist = self._endpoint_conflist(net, ips) if net else self._cached_conflist(ep.id)
+        self._cni_delete(conflist, ep.id, ep.netns, ep.tmp_ifname, [str(a) for a in ips],
+                         ep.cni_args, ep.cap_args)
         self.store.delete_endpoint(ep.id)
         log.info("endpoint %s deleted", ep.id[:12])
 
+    def _cached_conflist(self, container_id):
+        for entry in self.runtime.cache.entries():
+            if entry.container_id == container_id:
+                try:
+                    return conflist_from_bytes(entry.config, "cached config")
+                except CNIError:
+                    return None
+        return None
+
+    def release_attachment(self, entry):
+        """DEL a cached CNI attachment pycni has no endpoint for (reconciliation)."""
+        conflist = conflist_from_bytes(entry.config, "cached config")
+        ips = [i["address"] for i in (entry.result or {}).get("ips", [])]
+        self._cni_delete(conflist, entry.container_id, translate.netns_name(entry.container_id),
+                         translate.tmp_ifname(entry.container_id), ips, entry.cni_args,
+                         entry.capability_args)
+
+    def _cni_delete(self, conflist, container_id, netns, tmpname, addresses, args, caps):
+        """DEL an attachment in its scratch netns, then remove the netns and the link.
+
+        No cache entry means no plugin ever ran (cni_runner caches its intent
+        before the first ADD) or DEL already finished: nothing to DEL then.
+        """
+        pending = conflist is not None and self.runtime.cache.exists(
+            conflist.name, container_id, IFNAME)
+        if pending:
+            entry = self.runtime.cache.load(conflist.name, container_id, IFNAME)
+            if not addresses and entry is not None and entry.result is None:
+                # A crash mid-ADD: the addresses asked for are the best guess.
+                addresses = list(caps.get("ips", []))
+            self._del_in_netns(conflist, container_id, netns, tmpname, addresses, args, caps)
+        netlink.delete_netns(netns)
+        netlink.delete_link(tmpname)
+
+    def _del_in_netns(self, conflist, container_id, netns, tmpname, addresses, args, caps):
+        path = netlink.netns_path(netns)
+        if not os.path.exists(path):
+            # DEL must run in a netns: bridge removes masquerade rules only for
+            # addresses it finds on the link there.
+            path = netlink.create_netns(netns)
+        try:
+            netlink.take_back(netns, tmpname, IFNAME, addresses)
+        except Exception as e:
+            log.warning("attachment %s: could not restore its link before DEL: %s",
+                        container_id[:12], e)
+        rt = RuntimeConf(container_id, path, IFNAME, args, caps)
+        try:
+            self.runtime.delete(conflist, rt)
+        except CNIError:
+            if not addresses:
+                raise
+            # Guessed addresses whose masquerade chain was never made trip the
+            # bridge plugin (nf_tables says "does not exist", which it does not
+            # recognise); its first DEL removed the stand-in, so this one skips it.
+            self.runtime.delete(conflist, rt)

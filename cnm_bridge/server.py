@@ -28,6 +28,17 @@ class _Server(BaseApplication):
         return self.factory()
 
 
+def _start_reconciler(settings):
+    def hook(worker):
+        # Threads do not survive gunicorn's fork: start it in the worker.
+        from .reconcile import background
+        app = worker.wsgi
+        reconciler = getattr(app, "config", {}).get("reconciler")
+        if reconciler is not None and settings.reconcile_interval > 0:
+            background(reconciler, settings.reconcile_interval)
+    return hook
+
+
 def serve(settings, factory, threads=16):
     sock_dir = os.path.dirname(settings.socket)
     os.makedirs(sock_dir, mode=0o755, exist_ok=True)
@@ -47,5 +58,6 @@ def serve(settings, factory, threads=16):
         "errorlog": "-",
         "accesslog": None,
         "proc_name": "pycni",
+        "post_worker_init": _start_reconciler(settings),
     }
     _Server(factory, options).run()

@@ -18,6 +18,7 @@ class Settings:
     state_dir: str = DEFAULT_STATE_DIR
     plugin_timeout: float = DEFAULT_PLUGIN_TIMEOUT
     log_level: str = "info"
+    reconcile_interval: float = 300.0
 
     @property
     def db_path(self):
@@ -53,4 +54,5 @@ def from_sources(socket=None, conf_dir=None, bin_dirs=None, state_dir=None,
         plugin_timeout=float(plugin_timeout or env.get("PYCNI_PLUGIN_TIMEOUT")
                              or DEFAULT_PLUGIN_TIMEOUT),
         log_level=(log_level or env.get("PYCNI_LOG_LEVEL") or "info").lower(),
+        reconcile_interval=float(env.get("PYCNI_RECONCILE_INTERVAL") or 300),
     )

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS endpoints (
     cap_args TEXT NOT NULL DEFAULT '{}',
     result TEXT,
     mac TEXT NOT NULL DEFAULT '',
+    boot_id TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL DEFAULT (julianday('now'))
 );
 CREATE INDEX IF NOT EXISTS endpoints_network ON endpoints(network_id);
@@ -71,6 +72,8 @@ class Endpoint:
     cap_args: dict = field(default_factory=dict)
     result: dict = None
     mac: str = ""
+    created_unix: float = field(default=0.0, compare=False)
+    boot_id: str = field(default="", compare=False)
 
 
 class Store:
@@ -131,9 +134,10 @@ class Store:
         with self._conn() as db:
             db.execute(
                 "INSERT INTO endpoints (id, network_id, state, netns, tmp_ifname, cni_args,"
-                " cap_args, result, mac) VALUES (?,?,?,?,?,?,?,?,?)",
+                " cap_args, result, mac, boot_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (e.id, e.network_id, e.state, e.netns, e.tmp_ifname, json.dumps(e.cni_args),
-                 json.dumps(e.cap_args), json.dumps(e.result) if e.result else None, e.mac))
+                 json.dumps(e.cap_args), json.dumps(e.result) if e.result else None, e.mac,
+                 e.boot_id))
 
     def update_endpoint(self, e):
         with self._conn() as db:
@@ -232,4 +236,6 @@ def _endpoint(row):
                     netns=row["netns"], tmp_ifname=row["tmp_ifname"],
                     cni_args=[tuple(p) for p in json.loads(row["cni_args"])],
                     cap_args=json.loads(row["cap_args"]),
-                    result=json.loads(row["result"]) if row["result"] else None, mac=row["mac"])
+                    result=json.loads(row["result"]) if row["result"] else None, mac=row["mac"],
+                    created_unix=(row["created"] - 2440587.5) * 86400.0,
+                    boot_id=row["boot_id"])

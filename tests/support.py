@@ -115,3 +115,13 @@ def ping_cmd(target, count=1, wait=3):
     """ping, from iputils if present, else busybox (a dependency of the tests)."""
     exe = [shutil.which("ping")] if shutil.which("ping") else [shutil.which("busybox") or "/bin/busybox", "ping"]
     return exe + ["-c", str(count), "-W", str(wait), target]
+
+
+def hexid():
+    import secrets
+    return secrets.token_hex(32)
+
+
+def body(obj):
+    import json
+    return json.dumps(obj).encode()

@@ -63,11 +63,3 @@ def stack(needs_root, tmp_path):
     for ep in store.endpoints():
         netlink.delete_netns(ep.netns)
         netlink.delete_link(ep.tmp_ifname)
-
-
-def hexid():
-    return secrets.token_hex(32)
-
-
-def body(obj):
-    return json.dumps(obj).encode()

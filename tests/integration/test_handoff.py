@@ -9,7 +9,7 @@ import pytest
 import support
 from cni_runner import PluginError
 from cnm_bridge import netlink, protocol, translate
-from conftest import body, hexid
+from support import body, hexid
 
 
 def make_network(driver, subnet, **opts):

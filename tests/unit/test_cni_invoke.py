@@ -4,12 +4,13 @@ import errno
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
-from cni_runner import PluginError, PluginNotFoundError
+from cni_runner import CNIRuntime, PluginError, PluginNotFoundError
 from cni_runner.errors import INTERNAL
 from cni_runner.invoke import base_environ, exec_plugin, find_plugin, format_cni_args
 
@@ -75,7 +76,6 @@ def test_six_cni_variables_are_set(cni):
 def test_cni_path_joins_all_plugin_dirs(cni, tmp_path):
     other = str(tmp_path / "other")
     cni.plugin("p1", bin_dir=other)
-    from cni_runner import CNIRuntime
     CNIRuntime([cni.bin_dir, other], cni.cache_dir).add(cni.netlist(), cni.rt())
     assert add_env(cni)["CNI_PATH"] == f"{cni.bin_dir}:{other}"
 
@@ -435,7 +435,6 @@ def _busy_binary(path, seconds):
 def _etxtbsy_provokable(path):
     fd = os.open(path, os.O_WRONLY)
     try:
-        import subprocess
         subprocess.run([path], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, env={"CNI_COMMAND": "VERSION"}, timeout=5)
     except OSError as e:

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from cni_runner import (AlreadyAddedError, CacheEntry, ConfigError, NotAddedError, PluginError,
-                        ResultCache)
+                        ResultCache, load_by_name)
 
 
 def entry_path(cni, net="testnet", cid="ctr1", ifname="eth0"):
@@ -260,7 +260,6 @@ def test_single_plugin_legacy_conf_lifecycle(cni):
     cni.plugin("p1")
     cni.write_conf("10-legacy.conf", {"cniVersion": "0.4.0", "name": "legacy", "type": "p1",
                                       "extra": "kept"})
-    from cni_runner import load_by_name
     net = load_by_name(cni.conf_dir, "legacy")
     runtime = cni.runtime()
     res = runtime.add(net, cni.rt())

@@ -1,6 +1,7 @@
 """Version selection (list versions x plugin VERSION answers) and the per-binary probe cache."""
 
 import os
+import time
 
 import pytest
 
@@ -129,3 +130,12 @@ def test_probe_plugin_error(cni):
     with pytest.raises(PluginError) as ei:
         VersionProber().supported(path)
     assert ei.value.code == 4 and ei.value.plugin == "p1"
+
+
+def test_hanging_version_probe_obeys_runtime_timeout(cni):
+    cni.plugin("p1", VERSION={"sleep": 30})
+    start = time.monotonic()
+    with pytest.raises(PluginError, match="timed out"):
+        cni.runtime(timeout=1).add(cni.netlist(["p1"]), cni.rt())
+    assert time.monotonic() - start < 5
+    assert cni.calls("ADD") == []
