@@ -40,7 +40,10 @@ class RuntimeConf:
     def validate(self):
         cniconfig.validate_container_id(self.container_id)
         cniconfig.validate_ifname(self.ifname)
-        format_cni_args(self.args)
+        try:
+            format_cni_args(self.args)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 class CNIRuntime:
@@ -119,8 +122,13 @@ class CNIRuntime:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def add(self, conflist, rt):
-        """Run ADD over the list; return the final result rendered in the list's version."""
+    def add(self, conflist, rt, prev_result=None):
+        """Run ADD over the list; return the final result rendered in the list's version.
+
+        `prev_result` (an extension of libcni) is handed to the first plugin as
+        prevResult: it lets a caller run a chained plugin such as portmap on its
+        own, later, against an attachment another list made.
+        """
         rt.validate()
         name = conflist.name
         with self.locks.attachment(name, rt.container_id, rt.ifname), \
@@ -140,6 +148,8 @@ class CNIRuntime:
             self.cache.save(intent)
             prev = None
             try:
+                if prev_result is not None:
+                    prev = cniresult.normalize(prev_result, ver)
                 for plugin, path in zip(conflist.plugins, paths):
                     out = self._exec(path, self._env("ADD", rt, rt.netns, rt.args),
                                      self._stdin(conflist, plugin, ver, rt.capability_args, prev))

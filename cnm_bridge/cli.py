@@ -37,6 +37,8 @@ def main(argv=None):
     _dir_options(gc)
     gc.add_argument("--min-age", type=float, default=60,
                     help="leave alone what is younger than this many seconds (default 60)")
+    _dir_options(sub.add_parser(
+        "ports", help="list published ports (docker port shows none for plugin networks)"))
     opts = parser.parse_args(argv)
     s = _settings(opts)
     logging.basicConfig(level=s.log_level.upper(),
@@ -46,6 +48,9 @@ def main(argv=None):
         from .server import serve
         serve(s, lambda: make_app(s))
         return 0
+    if opts.command == "ports":
+        from .portlist import print_ports
+        return print_ports(s)
     from .reconcile import run_once
     return run_once(s, opts.min_age)
 

@@ -12,7 +12,7 @@ import shutil
 
 from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from_dict, load_by_name
 
-from . import netlink, translate
+from . import netlink, ports, translate
 from .errors import DriverError, NotFound, UnsupportedOption
 from .bootid import current_boot_id
 from .store import Endpoint, Network
@@ -115,10 +115,9 @@ class Driver:
         ipam_type = None if net.ipam == "pycni" else (
             translate.main_ipam(conflist.raw) or {}).get("type")
         args = translate.endpoint_cni_args(req.mac)
+        # Port mappings wait for ProgramExternalConnectivity, which Docker sends
+        # only for the container's gateway endpoint.
         caps = translate.endpoint_capability_args(ipam_type, req.address, req.address6)
-        mappings = [m for pm in req.port_mappings for m in pm.to_cni()]
-        if mappings and not net.internal:
-            caps["portMappings"] = mappings
         ep = Endpoint(id=req.endpoint_id, network_id=net.id, state="creating",
                       netns=translate.netns_name(req.endpoint_id),
                       tmp_ifname=translate.tmp_ifname(req.endpoint_id),
@@ -181,16 +180,67 @@ class Driver:
                  "state": ep.state}
         if ep.result:
             value["ips"] = [str(a) for a in translate.container_ips(ep.result)]
-        if ep.cap_args.get("portMappings"):
-            value["portMappings"] = ep.cap_args["portMappings"]
+        if ep.ports:
+            value["portMappings"] = ep.ports
         return {"Value": value}
 
     def program_external_connectivity(self, req):
-        self._network(req.network_id)
+        """Publish `-p`/`-P` ports through the chain's portmap plugin, run on its own."""
+        net = self._network(req.network_id)
+        ep = self._ready_endpoint(req.endpoint_id)
+        if net.internal or not req.port_mappings or ep.ports:
+            return {}  # nothing to publish, or a replay
+        plist = self._ports_list(net)
+        if plist is None:
+            raise UnsupportedOption(
+                f"CNI network {net.cni_name!r} has no portmap plugin (capabilities "
+                "portMappings), so it cannot publish ports")
+        # One chooser at a time host-wide, so two containers never get one port.
+        with self.runtime.locks.named("pycni-host-ports"):
+            taken = [m for other in self.store.endpoints() if other.id != ep.id
+                     for m in other.ports]
+            mappings = ports.choose(list(req.port_mappings), taken)
+            if not mappings:
+                return {}
+            self.runtime.add(plist, RuntimeConf(ep.id, netlink.netns_path(ep.netns), IFNAME,
+                                                ep.cni_args, {"portMappings": mappings}),
+                             prev_result=ep.result)
+            ep.ports = mappings
+            self.store.update_endpoint(ep)
+        log.info("endpoint %s publishes %s", ep.id[:12], ports.describe(mappings))
         return {}
 
     def revoke_external_connectivity(self, req):
+        ep = self.store.get_endpoint(req.endpoint_id)
+        if ep is not None:
+            self._revoke(ep, self.store.get_network(ep.network_id))
         return {}
+
+    def _revoke(self, ep, net):
+        plist = self._ports_list(net) if net else None
+        if plist is not None and self.runtime.cache.exists(plist.name, ep.id, IFNAME):
+            self.runtime.delete(plist, RuntimeConf(ep.id, netlink.netns_path(ep.netns), IFNAME,
+                                                   ep.cni_args, {"portMappings": ep.ports}))
+        if ep.ports:
+            log.info("endpoint %s unpublishes %s", ep.id[:12], ports.describe(ep.ports))
+            ep.ports = []
+            self.store.update_endpoint(ep)
+
+    def _ports_list(self, net):
+        """The chain's portMappings plugins as a list of their own, or None."""
+        plugins = [p for p in net.conflist.get("plugins", [])
+                   if (p.get("capabilities") or {}).get("portMappings")]
+        if not plugins:
+            return None
+        raw = {k: v for k, v in net.conflist.items() if k in ("cniVersion", "cniVersions")}
+        raw.update(name=translate.ports_network_name(net.cni_name), plugins=plugins)
+        return conflist_from_dict(raw)
+
+    def _ready_endpoint(self, endpoint_id):
+        ep = self.store.get_endpoint(endpoint_id)
+        if ep is None or ep.state != "ready":
+            raise NotFound(f"endpoint {endpoint_id[:12]} is not known to pycni")
+        return ep
 
     # -- teardown -------------------------------------------------------------
 
@@ -199,6 +249,7 @@ class Driver:
         if ep.state != "deleting":
             ep.state = "deleting"
             self.store.update_endpoint(ep)
+        self._revoke(ep, net)
         ips = translate.container_ips(ep.result) if ep.result else []
         conflist = self._endpoint_conflist(net, ips) if net else self._cached_conflist(ep.id)
         self._cni_delete(conflist, ep.id, ep.netns, ep.tmp_ifname, [str(a) for a in ips],

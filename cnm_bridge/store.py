@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS endpoints (
     result TEXT,
     mac TEXT NOT NULL DEFAULT '',
     boot_id TEXT NOT NULL DEFAULT '',
+    ports TEXT NOT NULL DEFAULT '[]',
     created REAL NOT NULL DEFAULT (julianday('now'))
 );
 CREATE INDEX IF NOT EXISTS endpoints_network ON endpoints(network_id);
@@ -74,6 +75,7 @@ class Endpoint:
     mac: str = ""
     created_unix: float = field(default=0.0, compare=False)
     boot_id: str = field(default="", compare=False)
+    ports: list = field(default_factory=list)
 
 
 class Store:
@@ -142,9 +144,9 @@ class Store:
     def update_endpoint(self, e):
         with self._conn() as db:
             db.execute(
-                "UPDATE endpoints SET state=?, result=?, mac=?, cap_args=? WHERE id=?",
+                "UPDATE endpoints SET state=?, result=?, mac=?, cap_args=?, ports=? WHERE id=?",
                 (e.state, json.dumps(e.result) if e.result else None, e.mac,
-                 json.dumps(e.cap_args), e.id))
+                 json.dumps(e.cap_args), json.dumps(e.ports), e.id))
 
     def get_endpoint(self, endpoint_id):
         with self._conn() as db:
@@ -238,4 +240,4 @@ def _endpoint(row):
                     cap_args=json.loads(row["cap_args"]),
                     result=json.loads(row["result"]) if row["result"] else None, mac=row["mac"],
                     created_unix=(row["created"] - 2440587.5) * 86400.0,
-                    boot_id=row["boot_id"])
+                    boot_id=row["boot_id"], ports=json.loads(row["ports"]))

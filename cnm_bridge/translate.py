@@ -43,6 +43,11 @@ def bridge_name(network_id):
     return "pc-" + network_id[:12]
 
 
+def ports_network_name(cni_name):
+    """The name of the portmap-only list run at ProgramExternalConnectivity."""
+    return cni_name[:120] + "-ports"
+
+
 def netns_name(endpoint_id):
     return "pycni-" + endpoint_id
 

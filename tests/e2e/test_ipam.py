@@ -3,7 +3,7 @@
 import os
 
 import support
-from dockerlib import assert_nothing_left, docker, docker_fails, inspect_net, random_subnet
+from dockerlib import IMAGE, assert_nothing_left, docker, docker_fails, inspect_net, random_subnet
 from test_driver_basics import assert_inspect_matches, ping
 
 
@@ -72,7 +72,7 @@ def test_ipam_driver_errors(dk, pycni):
     assert "unsupported --ipam-opt option(s): color" in err
     subnet = random_subnet()
     net = dk.network("ipamip", "--ipam-driver", pycni.name, "--subnet", subnet)
-    err = docker_fails("run", "--rm", "--network", net, "--ip", "10.1.2.3", "pycni-test-busybox",
+    err = docker_fails("run", "--rm", "--network", net, "--ip", "10.1.2.3", IMAGE,
                        "true")
     assert "10.1.2.3" in err
     dk.rm_network(net)
