@@ -8,7 +8,8 @@ from test_driver_basics import assert_inspect_matches, ping
 
 
 def random_subnet6():
-    return f"fd00:{secrets.token_hex(2)}:{secrets.token_hex(2)}::/64"
+    import ipaddress
+    return str(ipaddress.ip_network(f"fd00:{secrets.token_hex(2)}:{secrets.token_hex(2)}::/64"))
 
 
 def ping6(dk, container, target):

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from cni_runner.errors import ConfigError
+
 from cni_runner import CNIRuntime, PluginError, PluginNotFoundError
 from cni_runner.errors import INTERNAL
 from cni_runner.invoke import base_environ, exec_plugin, find_plugin, format_cni_args
@@ -135,7 +137,7 @@ def test_format_cni_args_rejects(pair):
 
 def test_bad_cni_args_rejected_before_anything_runs(cni):
     cni.plugin("p1")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="invalid CNI_ARGS pair"):
         cni.runtime().add(cni.netlist(), cni.rt(args=[("A;B", "1")]))
     assert cni.calls() == []
 

@@ -1,0 +1,125 @@
+#!/bin/sh
+# pycni managed (v2) plugin entrypoint: /usr/local/bin/pycni-plugin-entrypoint.
+#
+# dockerd starts it in the plugin's own mount and pid namespaces, on the host's
+# network, and logs its stdout and stderr. It prepares the plugin rootfs for CNI,
+# then becomes `pycni serve` on the socket named in config.json (interface.socket).
+# Every decision is logged to stderr, so it shows in dockerd's log.
+#
+# Sourced with PYCNI_ENTRYPOINT_LIB=1 it only defines its functions (for tests).
+
+SOCKET=/run/docker/plugins/pycni.sock      # config.json: interface.socket = pycni.sock
+NETNS_DIR=/run/netns                       # cnm_bridge.netlink.NETNS_DIR
+PROC_SYS_NET=/proc/sys/net
+HOST_BIN_DIR=/host/opt/cni/bin             # config.json mount "cni-bin"
+BUNDLED_BIN_DIR=/usr/lib/cni               # Debian's containernetworking-plugins
+IPTABLES_WRAPPER=/usr/local/sbin/pycni-iptables
+PYCNI_IPTABLES_STATE=${PYCNI_IPTABLES_STATE:-/run/pycni/iptables-backend}
+export PYCNI_IPTABLES_STATE
+
+log() {
+    echo "pycni-plugin-entrypoint: $*" >&2
+}
+
+# The scratch netns pycni makes (/run/netns/pycni-<endpoint>) are bind mounts in
+# this mount namespace: they die with it. /run is on the plugin's rootfs, on disk,
+# so without a tmpfs the empty files would outlive them and look like netns.
+setup_netns_dir() {
+    mkdir -p "$NETNS_DIR"
+    if mountpoint -q "$NETNS_DIR" 2>/dev/null; then
+        log "$NETNS_DIR: already a mount point, used as is"
+    elif mount -t tmpfs -o mode=0755,nosuid,nodev,noexec pycni-netns "$NETNS_DIR"; then
+        log "$NETNS_DIR: fresh tmpfs for scratch netns (those of an earlier run died with its mount namespace)"
+    else
+        rm -f "$NETNS_DIR"/pycni-*
+        log "WARNING: cannot mount a tmpfs on $NETNS_DIR; removed stale entries instead"
+    fi
+}
+
+# Docker mounts /proc/sys read-only in plugins. CNI plugins write net sysctls:
+# portmap sets route_localnet on the host interface, bridge turns on IPv6 forwarding
+# and per-interface IPv6 DAD / accept_ra, tuning sets what it is asked to. Only
+# /proc/sys/net is made writable (it follows the netns of whoever opens it).
+setup_proc_sys_net() {
+    if [ -w "$PROC_SYS_NET/ipv4/ip_forward" ]; then
+        log "$PROC_SYS_NET: writable"
+        return
+    fi
+    if mount --bind "$PROC_SYS_NET" "$PROC_SYS_NET" &&
+            mount -o remount,bind,rw "$PROC_SYS_NET" &&
+            [ -w "$PROC_SYS_NET/ipv4/ip_forward" ]; then
+        log "$PROC_SYS_NET: made writable (Docker mounts /proc/sys read-only in plugins; CNI plugins set net sysctls)"
+    else
+        log "WARNING: $PROC_SYS_NET stays read-only: CNI plugins that set sysctls (portmap with -p, bridge with IPv6) will fail"
+    fi
+}
+
+# Which iptables the CNI plugins run: the backend the host (dockerd) uses, since
+# the plugin shares the host's network namespace and so its tables.
+# PYCNI_IPTABLES=nft|legacy forces it; auto (default) counts rules, see the wrapper.
+setup_iptables() {
+    rm -f "$PYCNI_IPTABLES_STATE"
+    mkdir -p "$(dirname "$PYCNI_IPTABLES_STATE")"
+    # The wrapper logs here when it decides later: this process's stderr, kept by `exec`.
+    export PYCNI_IPTABLES_LOG="/proc/$$/fd/2"
+    mode=${PYCNI_IPTABLES:-auto}
+    case "$mode" in
+        nft|legacy)
+            echo "$mode" >"$PYCNI_IPTABLES_STATE"
+            log "iptables backend: $mode (PYCNI_IPTABLES)" ;;
+        *)
+            if [ "$mode" != auto ]; then
+                log "WARNING: PYCNI_IPTABLES=$mode is not auto, nft or legacy; using auto"
+            fi
+            counts=$("$IPTABLES_WRAPPER" detect)
+            set -- $counts
+            if [ "$2" -eq 0 ] && [ "$4" -eq 0 ]; then
+                log "iptables backend: undecided (no rule in either backend yet, as right after a boot: dockerd starts plugins before it writes rules); decided at the first iptables call"
+                return
+            fi
+            mode=$("$IPTABLES_WRAPPER" decide)
+            log "iptables backend: $mode (rules: $counts)" ;;
+    esac
+    if [ "$mode" = legacy ]; then
+        log "WARNING: legacy iptables: this plugin's /run/xtables.lock is not the host's, so its iptables calls are not serialized with dockerd's"
+    fi
+}
+
+# Bundled plugins first, then the host's /opt/cni/bin (mounted read-only) if present.
+setup_bin_dirs() {
+    dirs=${PYCNI_BIN_DIR:-$BUNDLED_BIN_DIR}
+    if [ -d "$HOST_BIN_DIR" ]; then
+        case ":$dirs:" in
+            *":$HOST_BIN_DIR:"*) ;;
+            *) dirs="$dirs:$HOST_BIN_DIR" ;;
+        esac
+        log "host CNI plugin dir $HOST_BIN_DIR: $(ls -A "$HOST_BIN_DIR" 2>/dev/null | wc -l) entries, searched after the bundled ones"
+    else
+        log "host CNI plugin dir $HOST_BIN_DIR: absent, not searched"
+    fi
+    PYCNI_BIN_DIR=$dirs
+    export PYCNI_BIN_DIR
+}
+
+main() {
+    set -eu
+    log "starting (pid $$): $(pycni_version)"
+    setup_netns_dir
+    setup_proc_sys_net
+    setup_iptables
+    setup_bin_dirs
+    unset PYCNI_SOCKET  # the socket must be the one config.json names
+    log "exec pycni serve: socket $SOCKET, conf dir ${PYCNI_CONF_DIR:-/etc/cni/net.d}," \
+        "plugin dirs $PYCNI_BIN_DIR, state dir ${PYCNI_STATE_DIR:-/var/lib/pycni}," \
+        "plugin timeout ${PYCNI_PLUGIN_TIMEOUT:-60}s, log level ${PYCNI_LOG_LEVEL:-info}"
+    exec pycni serve --socket "$SOCKET" "$@"
+}
+
+pycni_version() {
+    python3 -c 'import importlib.metadata as m, sys; print("pycni", m.version("pycni"), "python", sys.version.split()[0])' 2>/dev/null ||
+        echo "pycni (version unknown)"
+}
+
+if [ -z "${PYCNI_ENTRYPOINT_LIB:-}" ]; then
+    main "$@"
+fi
