@@ -71,7 +71,13 @@ setup_iptables() {
             if [ "$mode" != auto ]; then
                 log "WARNING: PYCNI_IPTABLES=$mode is not auto, nft or legacy; using auto"
             fi
-            counts=$("$IPTABLES_WRAPPER" detect)
+            counts=$("$IPTABLES_WRAPPER" detect) || counts=""
+            case "$counts" in
+                "legacy "*" nft "*) ;;
+                *) log "WARNING: cannot count iptables rules ($IPTABLES_WRAPPER detect: '$counts'); the backend is decided at the first iptables call"
+                   return ;;
+            esac
+            # shellcheck disable=SC2086 # split "legacy N nft M" on purpose
             set -- $counts
             if [ "$2" -eq 0 ] && [ "$4" -eq 0 ]; then
                 log "iptables backend: undecided (no rule in either backend yet, as right after a boot: dockerd starts plugins before it writes rules); decided at the first iptables call"
@@ -93,7 +99,7 @@ setup_bin_dirs() {
             *":$HOST_BIN_DIR:"*) ;;
             *) dirs="$dirs:$HOST_BIN_DIR" ;;
         esac
-        log "host CNI plugin dir $HOST_BIN_DIR: $(ls -A "$HOST_BIN_DIR" 2>/dev/null | wc -l) entries, searched after the bundled ones"
+        log "host CNI plugin dir $HOST_BIN_DIR: $(find "$HOST_BIN_DIR" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l) entries, searched after the bundled ones"
     else
         log "host CNI plugin dir $HOST_BIN_DIR: absent, not searched"
     fi

@@ -45,6 +45,7 @@ detect() {
 # From "legacy N nft M": legacy only when it holds more rules; nf_tables otherwise
 # (Debian's default since 10, and what the kernel has when nobody made a rule yet).
 choose() {
+    # shellcheck disable=SC2086 # split on purpose
     set -- $1
     if [ "$2" -gt "$4" ]; then echo legacy; else echo nft; fi
 }

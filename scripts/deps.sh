@@ -1,6 +1,7 @@
 #!/bin/bash
 # Installs what pycni and its tests need, skipping what is already there.
-# Debian: docker.io, containernetworking-plugins, iptables, busybox-static; PyPI: pycni.
+# Debian: docker.io, containernetworking-plugins, iptables, busybox-static, make, debootstrap;
+# PyPI: pycni.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,9 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v iptables-save >/dev/null || need+=(iptables)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v ip >/dev/null || need+=(iproute2)
+# The managed-plugin test builds its rootfs: make, debootstrap (tests/e2e/test_managed_plugin.py).
+command -v make >/dev/null || need+=(make)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 # The tests build a static UDP echo server into their busybox image.
 command -v gcc >/dev/null || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -n "$(find /usr/lib -name libc.a -print -quit 2>/dev/null)" ] || need+=(libc6-dev)

@@ -173,3 +173,57 @@ def assert_nothing_left(server, network_ids, subnets):
         prefix = subnet.rsplit(".", 1)[0] + "."
         leftovers += [f"iptables: {ln}" for ln in support.iptables_mentioning(prefix)]
     assert not leftovers, "left behind:\n" + "\n".join(leftovers)
+
+
+def dockerd_pid():
+    out = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else None
+
+
+def dockerd_cmdline():
+    pid = dockerd_pid()
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return [a.decode() for a in f.read().split(b"\0") if a]
+
+
+def stop_dockerd(timeout=90):
+    pid = dockerd_pid()
+    if pid is None:
+        return
+    os.kill(pid, 15)
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().split()[2] == "Z":
+                break
+        time.sleep(0.2)
+
+
+def start_dockerd(cmdline, timeout=90):
+    """Start dockerd as scripts/start-dockerd.sh does (in the background, its own session)."""
+    log = open("/var/log/dockerd.log", "ab")
+    subprocess.Popen(cmdline, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                     start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run([DOCKER, "info"], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.3)
+    raise AssertionError("dockerd did not come back")
+
+
+def restart_dockerd(cmdline=None):
+    """Restart dockerd, with another command line if given; returns the one it had."""
+    if subprocess.run(["systemctl", "is-system-running"], capture_output=True).returncode == 0 \
+            and cmdline is None:
+        support.run("systemctl", "restart", "docker")
+        return None
+    old = dockerd_cmdline()
+    stop_dockerd()
+    start_dockerd(cmdline or old)
+    return old
+
+
+def endpoint_ids(container):
+    data = json.loads(docker("inspect", container, "-f", "{{json .NetworkSettings.Networks}}"))
+    return {v["EndpointID"] for v in data.values()}

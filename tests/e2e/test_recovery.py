@@ -1,0 +1,255 @@
+"""State and recovery: plugin restarts and kill -9, dockerd restarts, a reboot."""
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+import support
+from dockerlib import (IMAGE, Docker, PycniServer, assert_nothing_left, docker, endpoint_ids,
+                       inspect_net, random_subnet, restart_dockerd, start_dockerd, stop_dockerd,
+                       dockerd_cmdline)
+from test_driver_basics import assert_inspect_matches, ping
+
+
+@pytest.fixture
+def own_pycni(needs_docker, busybox_image):
+    """A pycni server of the test's own, which it may kill and restart."""
+    server = PycniServer()
+    server.start()
+    d = Docker(server.name)
+    yield server, d
+    if server.proc is None or server.proc.poll() is not None:
+        server.start()
+    d.cleanup()
+    for net in docker("network", "ls", "-q", "--filter", f"driver={server.name}").split():
+        docker("network", "rm", net, check=False)
+    server.stop()
+    server.cleanup()
+
+
+def kill9(server):
+    os.killpg(server.proc.pid, 9)
+    server.proc.wait(10)
+
+
+def gc(server, min_age=0):
+    out = subprocess.run(
+        [sys.executable, "-m", "cnm_bridge.cli", "gc", "--state-dir", server.state_dir,
+         "--conf-dir", server.conf_dir, "--bin-dir", ":".join(support.CNI_BIN_DIRS),
+         "--min-age", str(min_age)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr + out.stdout
+    return dict(kv.split("=") for kv in out.stdout.split())
+
+
+def hostlocal_ips(server, network):
+    cni_name = "pycni-" + docker("network", "inspect", network, "-f", "{{.Id}}")[:12]
+    d = os.path.join(server.state_dir, "ipam", cni_name)
+    return {os.path.basename(f) for f in support.ip_files(d)}
+
+
+def running_on(network):
+    out = docker("network", "inspect", network, "-f", "{{json .Containers}}")
+    return {v["Name"]: v for v in (json.loads(out) or {}).values()}
+
+
+def assert_consistent(server, networks):
+    """Everything pycni holds is exactly what live containers use."""
+    live_eps = set()
+    for net in networks:
+        members = running_on(net)
+        ips = {v["IPv4Address"].split("/")[0] for v in members.values()}
+        live_eps |= {v["EndpointID"] for v in members.values()}
+        assert hostlocal_ips(server, net) == ips, f"host-local files differ on {net}"
+        names = sorted(members)
+        for a in names[:1]:
+            for b in names[1:]:
+                ping(None, a, members[b]["IPv4Address"].split("/")[0])
+    netns = {n[len("pycni-"):] for n in support.netns_names() if n.startswith("pycni-")}
+    assert netns == live_eps
+    cache = os.path.join(server.state_dir, "cni", "results")
+    cached = {re.search(r"-([0-9a-f]{64})-eth0$", f).group(1) for f in os.listdir(cache)}
+    assert cached == live_eps
+    assert not [n for n in support.links() if re.fullmatch(r"pyc[0-9a-f]{12}", n)]
+    ids = set(re.findall(r'id: \\"([0-9a-f]{64})\\"', "\n".join(support.iptables_lines())))
+    assert ids <= live_eps, f"iptables rules of dead endpoints: {ids - live_eps}"
+
+
+class _Exec:
+    """ping() wants dk.exec; a plain docker exec will do."""
+    @staticmethod
+    def exec(container, *cmd, check=True):
+        return docker("exec", container, *cmd, check=check)
+
+
+def ping(dk, container, target):  # noqa: F811  (same as test_driver_basics, without dk)
+    out = docker("exec", container, "ping", "-c", "1", "-W", "3", target, check=False)
+    assert out.returncode == 0, f"{container} cannot reach {target}"
+
+
+def test_plugin_restart_loses_nothing(own_pycni):
+    server, dk = own_pycni
+    subnet = random_subnet()
+    net = dk.network("rs", "--subnet", subnet)
+    a = dk.run("a", net)
+    server.stop()  # SIGTERM: a clean restart
+    server.start()
+    b = dk.run("b", net)
+    ping(None, a, b)
+    kill9(server)  # and a brutal one
+    server.start()
+    n2 = dk.network("rs2", "--subnet", random_subnet())
+    docker("network", "connect", n2, a)
+    c = dk.run("c", net)
+    ping(None, c, a)
+    docker("rm", "-f", a, b, c)
+    ids = [dk.network_id(net), dk.network_id(n2)]
+    dk.rm_network(net)
+    dk.rm_network(n2)
+    assert_nothing_left(server, ids, [subnet])
+
+
+def test_chaos_kill9_during_container_churn(own_pycni):
+    """50 start/stop cycles on two networks while the plugin is killed at random moments."""
+    server, dk = own_pycni
+    rnd = random.Random()
+    nets = [dk.network("ch1", "--subnet", random_subnet()),
+            dk.network("ch2", "--subnet", random_subnet())]
+    alive, kills, failed_runs = [], 0, 0
+    for i in range(50):
+        name = dk.name(f"c{i}")
+        dk.containers.append(name)
+        run = subprocess.Popen([support_docker(), "run", "-d", "--name", name, "--network",
+                                rnd.choice(nets), IMAGE, "sleep", "3600"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if rnd.random() < 0.3:
+            time.sleep(rnd.uniform(0, 0.4))
+            kill9(server)
+            kills += 1
+            server.start()
+        if run.wait(120) == 0:
+            alive.append(name)
+        else:
+            failed_runs += 1
+            docker("rm", "-f", name, check=False)
+        if len(alive) > 4:
+            victim = alive.pop(rnd.randrange(len(alive)))
+            rm = subprocess.Popen([support_docker(), "rm", "-f", victim],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if rnd.random() < 0.3:
+                time.sleep(rnd.uniform(0, 0.3))
+                kill9(server)
+                kills += 1
+                server.start()
+            rm.wait(120)
+    report = gc(server)
+    print(f"chaos: 50 cycles, {kills} kill -9, {failed_runs} docker run failed, "
+          f"gc: {report}")
+    with open(os.path.join(os.environ.get("PYCNI_REPORT_DIR", "/tmp"), "pycni-chaos.txt"),
+              "w") as f:
+        f.write(f"cycles=50 kills={kills} failed_runs={failed_runs} {report}\n")
+    assert_consistent(server, nets)
+    dk.cleanup()
+    assert_consistent_empty(server)
+
+
+def assert_consistent_empty(server):
+    assert not [n for n in support.netns_names() if n.startswith("pycni-")]
+    assert support.files_under(os.path.join(server.state_dir, "cni", "results")) == []
+    assert support.ip_files(os.path.join(server.state_dir, "ipam")) == []
+
+
+def support_docker():
+    from dockerlib import DOCKER
+    return DOCKER
+
+
+def test_dockerd_restart_and_live_restore(own_pycni):
+    server, dk = own_pycni
+    subnet = random_subnet()
+    net = dk.network("dr", "--subnet", subnet)
+    a = dk.run("a", net, "--restart", "always")
+    original = dockerd_cmdline()
+    try:
+        restart_dockerd(original)
+        wait_running(a)
+        info = assert_inspect_matches(dk, a, net)
+        ping(None, a, info["Gateway"])
+        # --live-restore: the container keeps running, nothing is redone.
+        restart_dockerd([original[0], "--live-restore"] + original[1:])
+        b = dk.run("b", net)
+        before = endpoint_ids(b)
+        restart_dockerd([original[0], "--live-restore"] + original[1:])
+        assert docker("inspect", "-f", "{{.State.Running}}", b) == "true"
+        assert endpoint_ids(b) == before
+        ping(None, b, a)
+    finally:
+        if dockerd_cmdline() != original:
+            restart_dockerd(original)
+    dk.cleanup()
+
+
+def wait_running(container, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if docker("inspect", "-f", "{{.State.Running}}", container, check=False).stdout.strip() \
+                == "true" and docker("exec", container, "true", check=False).returncode == 0:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{container} did not come back")
+
+
+def test_reboot_emulation(own_pycni):
+    """Everything stops, netns and links vanish, /var/lib stays: pycni starts clean."""
+    server, dk = own_pycni
+    subnet = random_subnet()
+    net = dk.network("rb", "--subnet", subnet)
+    nid = dk.network_id(net)
+    a = dk.run("a", net, "--restart", "always")
+    b = dk.run("b", net)
+    old_ips = hostlocal_ips(server, net)
+    assert len(old_ips) == 2
+    original = dockerd_cmdline()
+    kill9(server)
+    try:
+        stop_dockerd(timeout=120)  # plugin down: endpoints dropped without DeleteEndpoint
+        # What a reboot takes with it: namespaces, links, this network's rules, /run.
+        for ns in support.netns_names():
+            if ns.startswith("pycni-"):
+                support.run("ip", "netns", "del", ns, check=False)
+        for link in support.links():
+            if link.startswith("pyc") or link == f"pc-{nid[:12]}" or link.startswith("veth"):
+                support.run("ip", "link", "del", link, check=False)
+        for table in ("nat", "filter"):
+            for ln in support.run("iptables-save", "-t", table).stdout.splitlines():
+                if ln.startswith("-A ") and (f"pycni-{nid[:12]}" in ln or
+                                             subnet.rsplit(".", 1)[0] + "." in ln):
+                    subprocess.run(["iptables", "-t", table, "-D"] + _split(ln[3:]),
+                                   capture_output=True)
+        if os.path.exists(server.socket):
+            os.unlink(server.socket)
+        os.environ["PYCNI_BOOT_ID"] = "emulated-" + dk.tag
+        server.start()  # a legacy plugin starts before dockerd
+    finally:
+        os.environ.pop("PYCNI_BOOT_ID", None)
+        if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+            start_dockerd(original)
+    wait_running(a)
+    # The stale allocations were released: only the restarted container holds one.
+    assert hostlocal_ips(server, net) == {inspect_net(a, net)["IPAddress"]}
+    docker("start", b)
+    wait_running(b)
+    ping(None, a, b)
+    assert_consistent(server, [net])
+    dk.cleanup()
+    assert_nothing_left(server, [nid], [subnet])
+
+
+def _split(rule):
+    import shlex
+    return shlex.split(rule)
