@@ -88,6 +88,9 @@ def create_app(driver, ipam):
         if isinstance(e, HTTPException):
             if e.code == 404:
                 return {key: f"pycni does not implement {request.path}"}, 404
+            if e.code == 413:
+                return {key: f"{request.path}: request body larger than "
+                             f"{app.config.get('MAX_CONTENT_LENGTH')} bytes"}, 413
             return {key: f"{request.path}: {e.name}"}, e.code
         if isinstance(e, (DriverError, CNIError, NetlinkOpError)):
             log.warning("%s failed: %s", request.path, e)

@@ -9,10 +9,12 @@ from .api import create_app
 from .driver import Driver
 from .ipam import Ipam
 from .reconcile import Reconciler
+from .security import check_dirs
 from .store import Store
 
 
 def build(settings):
+    check_dirs(settings)
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
     os.chmod(settings.state_dir, 0o700)
     store = Store(settings.db_path)
@@ -30,6 +32,8 @@ def make_app(settings):
     reconciler.local()
     app = create_app(driver, ipam)
     app.config["reconciler"] = reconciler
+    # Bounded before it is read: werkzeug answers 413 past this.
+    app.config["MAX_CONTENT_LENGTH"] = 2 << 20
     logging.getLogger("pycni").info(
         "pycni ready: conf dir %s, plugin dirs %s, state dir %s", settings.conf_dir,
         ":".join(settings.bin_dirs), settings.state_dir)

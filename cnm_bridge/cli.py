@@ -43,6 +43,12 @@ def main(argv=None):
     s = _settings(opts)
     logging.basicConfig(level=s.log_level.upper(),
                         format="%(asctime)s pycni %(levelname)s %(name)s: %(message)s")
+    from .security import UnsafeSetup, check_dirs
+    try:
+        check_dirs(s)
+    except UnsafeSetup as e:
+        print(e, file=sys.stderr)
+        return 2
     if opts.command == "serve":
         from .app import make_app
         from .server import serve

@@ -9,7 +9,6 @@ a request handler, since dockerd may be waiting on this very plugin.
 
 import logging
 import os
-import re
 import threading
 import time
 
@@ -19,8 +18,6 @@ from . import netlink, translate
 from .bootid import current_boot_id
 
 log = logging.getLogger(__name__)
-ENDPOINT_NETNS = re.compile(r"^pycni-([0-9a-f]{64})$")
-TMP_LINK = re.compile(r"^pyc[0-9a-f]{12}$")
 
 
 class Reconciler:
@@ -38,9 +35,14 @@ class Reconciler:
             return False
 
     def local(self, min_age=0):
-        """Undo half-made endpoints and orphans; returns counts of what was done."""
-        report = {"half_made": 0, "lost": 0, "orphan_attachments": 0, "orphan_netns": 0,
-                  "orphan_links": 0, "errors": 0}
+        """Undo half-made endpoints and orphan CNI attachments; returns counts.
+
+        Scratch netns and temporary links are looked at only through the store:
+        an endpoint's row is written before its netns exists and removed after
+        its netns is gone, so a crash never orphans them, and another pycni on
+        the same host (another state dir) keeps its own.
+        """
+        report = {"half_made": 0, "lost": 0, "orphan_attachments": 0, "errors": 0}
         with self.lock:
             for ep in self.store.endpoints():
                 if ep.state in ("creating", "deleting") and \
@@ -67,16 +69,6 @@ class Reconciler:
                               _conflist(entry), _rt(entry))
                 else:
                     self._try(report, "orphan_attachments", self.driver.release_attachment, entry)
-            endpoints = {ep.id for ep in self.store.endpoints()}
-            for name in netlink.list_netns("pycni-"):
-                m = ENDPOINT_NETNS.match(name)
-                if m and m.group(1) not in endpoints and \
-                        self._old(netlink.netns_path(name), min_age):
-                    self._try(report, "orphan_netns", netlink.delete_netns, name)
-            tmp_names = {ep.tmp_ifname for ep in self.store.endpoints()}
-            for link in netlink.host_links("pyc"):
-                if TMP_LINK.match(link) and link not in tmp_names and min_age == 0:
-                    self._try(report, "orphan_links", netlink.delete_link, link)
         self._log("local", report)
         return report
 

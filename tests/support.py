@@ -125,3 +125,27 @@ def hexid():
 def body(obj):
     import json
     return json.dumps(obj).encode()
+
+
+def post(socket_path, path, payload=b"", timeout=120):
+    """POST to a plugin's unix socket as dockerd does (no Content-Type); (status, dict)."""
+    import http.client
+    import json
+    import socket as _socket
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(socket_path)
+
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    conn = Conn("localhost", timeout=timeout)
+    try:
+        conn.request("POST", path, body=data,
+                     headers={"Accept": "application/vnd.docker.plugins.v1.2+json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    return resp.status, json.loads(raw) if raw else {}

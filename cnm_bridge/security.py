@@ -1,0 +1,37 @@
+"""Start-up checks: pycni runs as root and executes what these dirs hold.
+
+A conf or plugin dir that others can write lets them choose what root runs; a
+state dir they can write lets them rewrite which links and netns pycni deletes.
+"""
+
+import os
+import stat
+
+
+class UnsafeSetup(Exception):
+    """pycni refuses to start; the message says why and how to fix it."""
+
+
+def writable_by_others(path):
+    st = os.stat(path)
+    if stat.S_ISLNK(st.st_mode):
+        st = os.stat(os.path.realpath(path))
+    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)), st
+
+
+def check_dirs(settings):
+    problems = []
+    dirs = [("state dir", settings.state_dir), ("conf dir", settings.conf_dir)]
+    dirs += [("plugin dir", d) for d in settings.bin_dirs]
+    for what, path in dirs:
+        if not os.path.isdir(path):
+            continue  # made private by pycni (state) or simply not used (conf, plugins)
+        unsafe, st = writable_by_others(path)
+        if unsafe:
+            problems.append(f"{what} {path} is writable by group or others "
+                            f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod go-w {path}")
+        elif os.geteuid() == 0 and st.st_uid != 0:
+            problems.append(f"{what} {path} is owned by uid {st.st_uid}, not root; "
+                            f"run: chown root {path}")
+    if problems:
+        raise UnsafeSetup("pycni refuses to start: " + "; ".join(problems))
