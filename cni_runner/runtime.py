@@ -13,6 +13,8 @@ import copy
 import json
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 
 from . import config as cniconfig
@@ -57,6 +59,7 @@ class CNIRuntime:
         self.max_output = max_output
         # VERSION answers at once; never let it outwait the deadline the caller chose.
         self.prober = VersionProber(timeout=min(timeout, 10.0))
+        self._stats = threading.local()
 
     # -- versions and plugins -------------------------------------------------
 
@@ -118,7 +121,19 @@ class CNIRuntime:
         return env
 
     def _exec(self, path, env, stdin):
-        return exec_plugin(path, env, stdin, timeout=self.timeout, max_output=self.max_output)
+        started = time.perf_counter()
+        try:
+            return exec_plugin(path, env, stdin, timeout=self.timeout,
+                               max_output=self.max_output)
+        finally:
+            self._stats.exec_seconds = self.exec_seconds() + time.perf_counter() - started
+
+    def exec_seconds(self):
+        """Time this thread spent waiting on plugin executables since the last reset."""
+        return getattr(self._stats, "exec_seconds", 0.0)
+
+    def reset_exec_seconds(self):
+        self._stats.exec_seconds = 0.0
 
     # -- lifecycle ------------------------------------------------------------
 

@@ -118,6 +118,8 @@ main() {
     log "exec pycni serve: socket $SOCKET, conf dir ${PYCNI_CONF_DIR:-/etc/cni/net.d}," \
         "plugin dirs $PYCNI_BIN_DIR, state dir ${PYCNI_STATE_DIR:-/var/lib/pycni}," \
         "plugin timeout ${PYCNI_PLUGIN_TIMEOUT:-60}s, log level ${PYCNI_LOG_LEVEL:-info}"
+    # The reconciler's docker SDK: dockerd's socket as mounted (config.json "docker-socket").
+    export DOCKER_HOST="${DOCKER_HOST:-unix:///run/docker.sock}"
     exec pycni serve --socket "$SOCKET" "$@"
 }
 

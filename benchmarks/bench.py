@@ -1,0 +1,323 @@
+"""pycni against Docker's own bridge driver, measured in one run: prints a markdown table.
+
+    python3 benchmarks/bench.py [--runs 11] [--scale 200] [--skip-scale]
+
+Needs root, a running dockerd and the reference CNI plugins (./scripts/deps.sh).
+It starts its own pycni server (unique driver name, private dirs), builds the test
+busybox image if missing, and removes every container, network and dir it made.
+Latencies are medians (p10-p90 in brackets) of --runs runs, taken in rounds that
+interleave the setups, so drift on a noisy machine hits all of them alike.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
+
+import support  # noqa: E402
+from dockerlib import DOCKER, IMAGE, PycniServer, make_busybox_image  # noqa: E402
+
+from cni_runner import CNIRuntime, RuntimeConf, conflist_from_dict  # noqa: E402
+from cnm_bridge import netlink, translate  # noqa: E402
+from cnm_bridge.protocol import parse_create_network  # noqa: E402
+
+
+def docker(*args, check=True):
+    p = subprocess.run([DOCKER, *args], capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {p.stderr.strip()}")
+    return p
+
+
+def timed_run(network, extra=()):
+    t = time.perf_counter()
+    p = docker("run", "--rm", "--network", network, *extra, IMAGE, "true", check=False)
+    return time.perf_counter() - t, p.returncode == 0
+
+
+def summary(values):
+    v = sorted(values)
+    q = statistics.quantiles(v, n=10) if len(v) >= 2 else [v[0]] * 9
+    return statistics.median(v), q[0], q[-1]
+
+
+def fmt_ms(values):
+    med, p10, p90 = summary(values)
+    return f"{med * 1000:.0f} ms ({p10 * 1000:.0f}-{p90 * 1000:.0f})"
+
+
+def rss_mb(pid):
+    """Resident memory of a process and its children (gunicorn master + worker)."""
+    total = 0
+    pids = [pid] + [int(c) for c in subprocess.run(["pgrep", "-P", str(pid)],
+                                                   capture_output=True, text=True).stdout.split()]
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total / 1024
+
+
+class Bench:
+    def __init__(self, opts):
+        self.opts = opts
+        self.tag = secrets.token_hex(3)
+        self.networks = []
+        self.containers = []
+        self.server = None
+        self.rows = []
+
+    def net(self, name, *args, driver=None):
+        full = f"bench-{name}-{self.tag}"
+        docker("network", "create", *(["-d", driver] if driver else []), *args, full)
+        self.networks.append(full)
+        return full
+
+    def subnet(self):
+        return f"10.{random.randint(200, 250)}.{random.randint(0, 255)}.0/24"
+
+    def setup(self):
+        make_busybox_image() if not docker("images", "-q", IMAGE).stdout.strip() else None
+        self.server = PycniServer()
+        self.server.start()
+        d = self.server.name
+        conf_subnet = self.subnet()
+        self.conf_name = "bench-" + self.tag
+        self.server.write_conf("10-bench.conflist", {
+            "cniVersion": "1.0.0", "name": self.conf_name,
+            "plugins": [{"type": "bridge", "bridge": "bnb" + self.tag, "isGateway": True,
+                         "ipMasq": True,
+                         "ipam": {"type": "host-local",
+                                  "dataDir": os.path.join(self.server.root, "hl"),
+                                  "ranges": [[{"subnet": conf_subnet}]],
+                                  "routes": [{"dst": "0.0.0.0/0"}]}},
+                        {"type": "portmap", "capabilities": {"portMappings": True}},
+                        {"type": "firewall"}]})
+        self.setups = {
+            "pycni, zero config": self.net("zc", "--subnet", self.subnet(), driver=d),
+            "pycni, conflist": self.net("cl", "-o", f"cni.network={self.conf_name}",
+                                        "--subnet", conf_subnet, driver=d),
+            "pycni, --ipam-driver pycni": self.net("ip", "--ipam-driver", d, "--subnet",
+                                                   self.subnet(), driver=d),
+            "docker bridge (user-defined)": self.net("br", "--subnet", self.subnet()),
+            "--network none": "none",
+        }
+
+    def latency(self):
+        results = {k: [] for k in self.setups}
+        for k, net in self.setups.items():  # warm-up: activation, first bridge, caches
+            timed_run(net)
+        for _ in range(self.opts.runs):
+            order = list(self.setups.items())
+            random.shuffle(order)
+            for k, net in order:
+                dt, ok = timed_run(net)
+                if ok:
+                    results[k].append(dt)
+        base = statistics.median(results["docker bridge (user-defined)"])
+        self.rows.append(("**`docker run --rm ... true`**", "median (p10-p90)", "vs bridge"))
+        for k, v in results.items():
+            self.rows.append((k, fmt_ms(v), f"{statistics.median(v) / base:.2f}x"))
+        self.latencies = results
+
+    def floor(self):
+        """The same chain's ADD+DEL: through cni_runner, and the plugin binaries alone."""
+        raw = translate.generate_conflist(
+            "f" * 64, translate.plan_network({}),
+            parse_create_network({"NetworkID": "f" * 64, "IPv4Data": [
+                {"Pool": "10.199.7.0/24", "Gateway": "10.199.7.1/24"}]}).ipv4_data,
+            [], False, os.path.join(self.server.root, "floor-ipam"))
+        raw["name"] = "benchfloor" + self.tag
+        raw["plugins"][0]["bridge"] = "bfl" + self.tag
+        conflist = conflist_from_dict(raw)
+        cache = tempfile.mkdtemp(prefix="pycni-bench-cache-")
+        rt = CNIRuntime(support.CNI_BIN_DIRS, cache)
+        runner, raw_exec = [], []
+        ns = "pycni-bench-" + self.tag
+        netlink.create_netns(ns)
+        try:
+            for i in range(self.opts.runs * 2):
+                cid = f"bench{i}"
+                t = time.perf_counter()
+                rt.add(conflist, RuntimeConf(cid, netlink.netns_path(ns), "eth0"))
+                rt.delete(conflist, RuntimeConf(cid, netlink.netns_path(ns), "eth0"))
+                runner.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                raw_chain(conflist, f"raw{i}", netlink.netns_path(ns))
+                raw_exec.append(time.perf_counter() - t)
+        finally:
+            netlink.delete_netns(ns)
+            netlink.delete_link("bfl" + self.tag)
+        self.rows.append(("**CNI chain ADD+DEL** (bridge+portmap+firewall)", "", "vs raw"))
+        self.rows.append(("plugin binaries alone", fmt_ms(raw_exec), "1.00x"))
+        self.rows.append(("through cni_runner", fmt_ms(runner),
+                          f"{statistics.median(runner) / statistics.median(raw_exec):.2f}x"))
+
+    def own_time(self):
+        """pycni's time per protocol call minus the time its CNI plugins ran."""
+        sock = self.server.socket
+        nid = docker("network", "inspect", self.setups["pycni, zero config"], "-f",
+                     "{{.Id}}").stdout.strip()
+        subnet = docker("network", "inspect", self.setups["pycni, zero config"], "-f",
+                        "{{(index .IPAM.Config 0).Subnet}}").stdout.strip()
+        base = subnet.rsplit(".", 1)[0]
+        per_call = {"CreateEndpoint": [], "Join": [], "DeleteEndpoint": []}
+        total_own = []
+        for i in range(self.opts.runs):
+            eid = secrets.token_hex(32)
+            own = 0.0
+            for call, body in (
+                    ("CreateEndpoint", {"NetworkID": nid, "EndpointID": eid,
+                                        "Interface": {"Address": f"{base}.{200 + i % 50}/24"},
+                                        "Options": {}}),
+                    ("Join", {"NetworkID": nid, "EndpointID": eid, "SandboxKey": "/x"}),
+                    ("DeleteEndpoint", {"NetworkID": nid, "EndpointID": eid})):
+                ms, cni_ms = timed_post(sock, f"/NetworkDriver.{call}", body)
+                per_call[call].append((ms - cni_ms) / 1000)
+                own += (ms - cni_ms) / 1000
+            total_own.append(own)
+        self.rows.append(("**pycni's own time per call** (total minus CNI exec)", "", ""))
+        for call, v in per_call.items():
+            self.rows.append((call, fmt_ms(v), ""))
+        self.rows.append(("per container (sum)", fmt_ms(total_own), "target <= 5 ms"))
+
+    def parallel(self):
+        self.rows.append(("**parallel `docker run --rm`**", "containers/s, failures", "vs bridge"))
+        for n in (10, 20):
+            rates = {}
+            for k in ("pycni, zero config", "docker bridge (user-defined)"):
+                net = self.setups[k]
+                t = time.perf_counter()
+                with concurrent.futures.ThreadPoolExecutor(n) as pool:
+                    oks = list(pool.map(lambda _: timed_run(net)[1], range(n)))
+                dt = time.perf_counter() - t
+                rates[k] = (n / dt, oks.count(False))
+            b = rates["docker bridge (user-defined)"][0]
+            for k, (rate, fails) in rates.items():
+                self.rows.append((f"{n} parallel, {k}", f"{rate:.1f}/s, {fails} failed",
+                                  f"{rate / b:.2f}x"))
+
+    def scale(self):
+        net = self.setups["pycni, zero config"]
+        if self.opts.scale > 250:
+            raise SystemExit("--scale above 250 does not fit a /24")
+
+        def runs():
+            return [timed_run(net)[0] for _ in range(self.opts.runs)]
+
+        self._fill(net, 10)
+        at10 = runs()
+        mem10 = rss_mb(self.server.proc.pid)
+        self._fill(net, self.opts.scale)
+        atn = runs()
+        memn = rss_mb(self.server.proc.pid)
+        self.rows.append((f"**scale** (live containers on one network)", "", ""))
+        self.rows.append(("`docker run` at 10 live", fmt_ms(at10), "1.00x"))
+        self.rows.append((f"`docker run` at {self.opts.scale} live", fmt_ms(atn),
+                          f"{statistics.median(atn) / statistics.median(at10):.2f}x"))
+        self.rows.append(("driver memory (RSS) at 10 / at " + str(self.opts.scale),
+                          f"{mem10:.0f} MB / {memn:.0f} MB", "target <= 80 MB"))
+
+    def _fill(self, net, n):
+        while len(self.containers) < n:
+            name = f"bench-c{len(self.containers)}-{self.tag}"
+            docker("run", "-d", "--name", name, "--network", net, IMAGE, "sleep", "3600")
+            self.containers.append(name)
+
+    def cleanup(self):
+        for i in range(0, len(self.containers), 50):
+            docker("rm", "-f", *self.containers[i:i + 50], check=False)
+        for n in self.networks:
+            docker("network", "rm", n, check=False)
+        if self.server:
+            self.server.stop()
+            self.server.cleanup()
+
+    def table(self):
+        cores = os.cpu_count()
+        mem = int(open("/proc/meminfo").read().split()[1]) // 1024 // 1024
+        ver = docker("version", "-f", "{{.Server.Version}}").stdout.strip()
+        print(f"\nMachine: {cores} cores, {mem} GiB, Docker {ver}, "
+              f"{time.strftime('%Y-%m-%d')}, runs={self.opts.runs}\n")
+        print("| measure | value | ratio |")
+        print("|---|---|---|")
+        for row in self.rows:
+            print("| " + " | ".join(row) + " |")
+
+
+def raw_chain(conflist, cid, netns):
+    """The chain run by hand, as a shell script calling the binaries would."""
+    prev = None
+    env = dict(os.environ, CNI_CONTAINERID=cid, CNI_NETNS=netns, CNI_IFNAME="eth0",
+               CNI_ARGS="IgnoreUnknown=1", CNI_PATH=":".join(support.CNI_BIN_DIRS))
+    for verb, plugins in (("ADD", conflist.plugins), ("DEL", list(reversed(conflist.plugins)))):
+        for p in plugins:
+            conf = dict(p.raw, name=conflist.name, cniVersion="1.0.0")
+            conf.pop("capabilities", None)
+            if prev is not None:
+                conf["prevResult"] = prev
+            path = next(os.path.join(d, p.type) for d in support.CNI_BIN_DIRS
+                        if os.path.exists(os.path.join(d, p.type)))
+            out = subprocess.run([path], input=json.dumps(conf).encode(), capture_output=True,
+                                 env=dict(env, CNI_COMMAND=verb), check=True).stdout
+            if verb == "ADD":
+                prev = json.loads(out)
+
+
+def timed_post(sock, path, body):
+    import http.client
+    import socket as _s
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = _s.socket(_s.AF_UNIX)
+            self.sock.connect(sock)
+
+    c = Conn("localhost")
+    c.request("POST", path, body=json.dumps(body).encode())
+    r = c.getresponse()
+    data = json.loads(r.read())
+    if "Err" in data:
+        raise RuntimeError(f"{path}: {data['Err']}")
+    ms, cni_ms = float(r.getheader("X-Pycni-Ms")), float(r.getheader("X-Pycni-Cni-Ms"))
+    c.close()
+    return ms, cni_ms
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--scale", type=int, default=200)
+    ap.add_argument("--skip-scale", action="store_true")
+    opts = ap.parse_args()
+    b = Bench(opts)
+    try:
+        b.setup()
+        b.latency()
+        b.floor()
+        b.own_time()
+        b.parallel()
+        if not opts.skip_scale:
+            b.scale()
+    finally:
+        b.cleanup()
+    b.table()
+
+
+if __name__ == "__main__":
+    main()
