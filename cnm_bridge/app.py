@@ -20,7 +20,7 @@ def build(settings):
     store = Store(settings.db_path)
     runtime = CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
                          timeout=settings.plugin_timeout)
-    driver = Driver(settings, store, runtime)
+    driver = Driver(settings, store, runtime, defer_delete=settings.defer_delete)
     ipam = Ipam(settings, store, runtime)
     return driver, ipam
 

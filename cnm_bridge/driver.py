@@ -15,6 +15,7 @@ from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from
 from . import netlink, ports, translate
 from .errors import DriverError, NotFound, UnsupportedOption
 from .bootid import current_boot_id
+from .deleter import Deleter, Pending
 from .store import Endpoint, Network
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,11 @@ IFNAME = translate.CONTAINER_IFNAME
 
 
 class Driver:
-    def __init__(self, settings, store, runtime):
+    def __init__(self, settings, store, runtime, defer_delete=False):
         self.settings = settings
         self.store = store
         self.runtime = runtime
+        self.deleter = Deleter(self._deferred_teardown) if defer_delete else None
 
     # -- networks -------------------------------------------------------------
 
@@ -77,6 +79,7 @@ class Driver:
         net = self.store.get_network(ref.network_id)
         if net is None:
             return {}  # idempotent: Docker may retry after a failure it only logs
+        self._wait_deletions(lambda p: p.network_id == net.id)
         for ep in self.store.endpoints(net.id):
             self._teardown(ep, net)
         for link in net.owned_links:
@@ -110,6 +113,9 @@ class Driver:
             return self._endpoint_answer(req, ep)  # a replay
         if ep is not None:
             self._teardown(ep, net)  # left half-made by an earlier attempt
+        # Docker's IPAM may hand out again an address whose DEL is still pending.
+        want = {str(a.ip) for a in (req.address, req.address6) if a is not None}
+        self._wait_deletions(lambda p: p.cni_name == net.cni_name and p.addresses & want)
         conflist = self._endpoint_conflist(net, [req.address, req.address6])
         # With pycni's IPAM the address is already in the list (static): no IP arg.
         ipam_type = None if net.ipam == "pycni" else (
@@ -144,10 +150,13 @@ class Driver:
         return self._endpoint_answer(req, ep)
 
     def _endpoint_conflist(self, net, addresses):
+        """The list an endpoint's ADD/DEL runs: the network's, without its portmap plugins
+        (run on their own at ProgramExternalConnectivity) and, with pycni's IPAM, with
+        `static` holding the address already allocated."""
+        raw = translate.without_port_plugins(net.conflist)
         if net.ipam == "pycni":
-            raw = translate.static_conflist(net.conflist, [a for a in addresses if a is not None])
-            return conflist_from_dict(raw)
-        return conflist_from_dict(net.conflist)
+            raw = translate.static_conflist(raw, [a for a in addresses if a is not None])
+        return conflist_from_dict(raw)
 
     def _endpoint_answer(self, req, ep):
         return translate.endpoint_answer(req.address, req.address6, bool(req.mac),
@@ -167,8 +176,26 @@ class Driver:
         ep = self.store.get_endpoint(ref.endpoint_id)
         if ep is None:
             return {}
-        self._teardown(ep, self.store.get_network(ep.network_id))
+        net = self.store.get_network(ep.network_id)
+        if self.deleter is None:
+            self._teardown(ep, net)
+            return {}
+        self._revoke(ep, net)  # ports are freed before the answer
+        ep.state = "deleting"
+        self.store.update_endpoint(ep)
+        ips = translate.container_ips(ep.result) if ep.result else []
+        self.deleter.submit(Pending(ep.id, ep.network_id, net.cni_name if net else "",
+                                    frozenset(str(a.ip) for a in ips), bool(ep.ports)))
         return {}
+
+    def _deferred_teardown(self, endpoint_id):
+        ep = self.store.get_endpoint(endpoint_id)
+        if ep is not None:
+            self._teardown(ep, self.store.get_network(ep.network_id))
+
+    def _wait_deletions(self, predicate):
+        if self.deleter is not None and not self.deleter.wait_for(predicate):
+            raise DriverError("timed out waiting for an earlier endpoint's CNI DEL")
 
     def oper_info(self, ref):
         """{"Value": {...}}: shown nowhere by Docker, useful with the plugin API itself."""
@@ -195,6 +222,7 @@ class Driver:
             raise UnsupportedOption(
                 f"CNI network {net.cni_name!r} has no portmap plugin (capabilities "
                 "portMappings), so it cannot publish ports")
+        self._wait_deletions(lambda p: p.has_ports)
         # One chooser at a time host-wide, so two containers never get one port.
         with self.runtime.locks.named("pycni-host-ports"):
             taken = [m for other in self.store.endpoints() if other.id != ep.id
@@ -228,8 +256,7 @@ class Driver:
 
     def _ports_list(self, net):
         """The chain's portMappings plugins as a list of their own, or None."""
-        plugins = [p for p in net.conflist.get("plugins", [])
-                   if (p.get("capabilities") or {}).get("portMappings")]
+        plugins = [p for p in net.conflist.get("plugins", []) if translate.is_port_plugin(p)]
         if not plugins:
             return None
         raw = {k: v for k, v in net.conflist.items() if k in ("cniVersion", "cniVersions")}

@@ -19,6 +19,7 @@ class Settings:
     plugin_timeout: float = DEFAULT_PLUGIN_TIMEOUT
     log_level: str = "info"
     reconcile_interval: float = 300.0
+    defer_delete: bool = True
 
     @property
     def db_path(self):
@@ -55,4 +56,5 @@ def from_sources(socket=None, conf_dir=None, bin_dirs=None, state_dir=None,
                              or DEFAULT_PLUGIN_TIMEOUT),
         log_level=(log_level or env.get("PYCNI_LOG_LEVEL") or "info").lower(),
         reconcile_interval=float(env.get("PYCNI_RECONCILE_INTERVAL") or 300),
+        defer_delete=(env.get("PYCNI_DEFER_DELETE") or "1") not in ("0", "false", "no"),
     )

@@ -368,6 +368,17 @@ def check_addresses(conflist_name, address, address6, result_ips):
                 "(host-local, static) or the network must use --ipam-driver pycni")
 
 
+def is_port_plugin(plugin):
+    return bool((plugin.get("capabilities") or {}).get("portMappings"))
+
+
+def without_port_plugins(conflist_raw):
+    """The list minus the plugins that take portMappings (portmap): with no mappings
+    they do nothing but cost an exec (and iptables calls on DEL)."""
+    plugins = [p for p in conflist_raw["plugins"] if not is_port_plugin(p)]
+    return {**conflist_raw, "plugins": plugins or conflist_raw["plugins"]}
+
+
 def static_conflist(conflist_raw, addresses):
     """The list with its IPAM replaced by `static` holding addresses decided elsewhere.
 

@@ -157,8 +157,26 @@ def inspect_net(container, network):
     return data[network]
 
 
+def settle(server, timeout=60):
+    """Wait until the server has no deferred CNI DEL pending (rows in state "deleting")."""
+    import sqlite3
+    db_path = os.path.join(server.state_dir, "pycni.db")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        db = sqlite3.connect(db_path, timeout=30)
+        try:
+            n = db.execute("SELECT count(*) FROM endpoints WHERE state='deleting'").fetchone()[0]
+        finally:
+            db.close()
+        if n == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{n} endpoint(s) still being deleted after {timeout}s")
+
+
 def assert_nothing_left(server, network_ids, subnets):
     """No link, netns, CNI cache entry, IPAM file or iptables rule made for these networks."""
+    settle(server)
     leftovers = []
     for nid in network_ids:
         if f"pc-{nid[:12]}" in support.links():

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import support
-from dockerlib import (IMAGE, Docker, PycniServer, assert_nothing_left, docker, endpoint_ids,
+from dockerlib import (IMAGE, settle, Docker, PycniServer, assert_nothing_left, docker, endpoint_ids,
                        inspect_net, random_subnet, restart_dockerd, start_dockerd, stop_dockerd,
                        dockerd_cmdline)
 from test_driver_basics import assert_inspect_matches, ping
@@ -60,6 +60,7 @@ def running_on(network):
 
 def assert_consistent(server, networks):
     """Everything pycni holds is exactly what live containers use."""
+    settle(server)
     live_eps = set()
     for net in networks:
         members = running_on(net)
@@ -159,6 +160,7 @@ def test_chaos_kill9_during_container_churn(own_pycni):
 
 
 def assert_consistent_empty(server):
+    settle(server)
     assert not [n for n in support.netns_names() if n.startswith("pycni-")]
     assert support.files_under(os.path.join(server.state_dir, "cni", "results")) == []
     assert support.ip_files(os.path.join(server.state_dir, "ipam")) == []
@@ -242,6 +244,7 @@ def test_reboot_emulation(own_pycni):
     wait_running(a)
     # The stale allocations were released: only the restarted container holds one.
     assert hostlocal_ips(server, net) == {inspect_net(a, net)["IPAddress"]}
+    settle(server)
     docker("start", b)
     wait_running(b)
     ping(None, a, b)
