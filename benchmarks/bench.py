@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
 import support  # noqa: E402
-from dockerlib import DOCKER, IMAGE, PycniServer, make_busybox_image  # noqa: E402
+from dockerlib import DOCKER, IMAGE, PycniServer, make_busybox_image, settle  # noqa: E402
 
 from cni_runner import CNIRuntime, RuntimeConf, conflist_from_dict  # noqa: E402
 from cnm_bridge import netlink, translate  # noqa: E402
@@ -191,10 +191,14 @@ class Bench:
                 per_call[call].append((ms - cni_ms) / 1000)
                 own += (ms - cni_ms) / 1000
             total_own.append(own)
+            # The CNI DEL runs after DeleteEndpoint answered: let it finish, so the
+            # next CreateEndpoint does not count time spent waiting on its lock.
+            settle(self.server)
         self.rows.append(("**pycni's own time per call** (total minus CNI exec)", "", ""))
         for call, v in per_call.items():
             self.rows.append((call, fmt_ms(v), ""))
-        self.rows.append(("per container (sum)", fmt_ms(total_own), "target <= 5 ms"))
+        self.rows.append(("per container (sum; DEL itself is deferred)", fmt_ms(total_own),
+                          "target <= 5 ms"))
 
     def parallel(self):
         self.rows.append(("**parallel `docker run --rm`**", "containers/s, failures", "vs bridge"))

@@ -33,8 +33,13 @@ class LockDir:
                 os.close(fd)
 
     def attachment(self, network, container_id, ifname):
-        key = hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()[:32]
-        return self._flock(f"att-{key}.lock", fcntl.LOCK_EX)
+        return self.bucket("att", f"{network}\0{container_id}\0{ifname}")
+
+    def bucket(self, prefix, key, buckets=256):
+        """An exclusive lock shared by the keys that hash alike: a bounded number of lock
+        files, however many containers come and go. Never nest two of one prefix."""
+        n = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % buckets
+        return self._flock(f"{prefix}-{n:03d}.lock", fcntl.LOCK_EX)
 
     def host(self, exclusive):
         return self._flock("host.lock", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)

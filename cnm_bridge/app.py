@@ -32,6 +32,7 @@ def make_app(settings):
     reconciler.local()
     app = create_app(driver, ipam)
     app.config["reconciler"] = reconciler
+    app.config["driver"] = driver
     # Bounded before it is read: werkzeug answers 413 past this.
     app.config["MAX_CONTENT_LENGTH"] = 2 << 20
     logging.getLogger("pycni").info(

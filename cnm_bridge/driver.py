@@ -48,6 +48,7 @@ class Driver:
             except CNIError as e:
                 raise DriverError(str(e)) from None
             raw = conf.raw
+            translate.check_handoff(conf.name, raw, plan.allow_loss)
             if ipam_mode == "docker":
                 translate.check_conflist_matches(conf.name, raw, req.ipv4_data, req.ipv6_data)
         else:
@@ -79,7 +80,6 @@ class Driver:
         net = self.store.get_network(ref.network_id)
         if net is None:
             return {}  # idempotent: Docker may retry after a failure it only logs
-        self._wait_deletions(lambda p: p.network_id == net.id)
         for ep in self.store.endpoints(net.id):
             self._teardown(ep, net)
         for link in net.owned_links:
@@ -272,7 +272,21 @@ class Driver:
     # -- teardown -------------------------------------------------------------
 
     def _teardown(self, ep, net):
-        """CNI DEL of an endpoint and removal of all it made; safe to repeat."""
+        """CNI DEL of an endpoint and removal of all it made; safe to repeat.
+
+        The deferred deleter, DeleteNetwork and reconciliation may reach the same
+        endpoint at once: one does the work, the others find its row gone.
+        """
+        with self._endpoint_lock(ep.id):
+            current = self.store.get_endpoint(ep.id)
+            if current is None:
+                return
+            self._teardown_locked(current, net)
+
+    def _endpoint_lock(self, endpoint_id):
+        return self.runtime.locks.bucket("ep", endpoint_id)
+
+    def _teardown_locked(self, ep, net):
         if ep.state != "deleting":
             ep.state = "deleting"
             self.store.update_endpoint(ep)

@@ -39,6 +39,14 @@ def _start_reconciler(settings):
     return hook
 
 
+def _drain_deleter(worker):
+    """At a graceful stop, let pending CNI DELs finish (what is left is redone at start)."""
+    driver = getattr(getattr(worker, "wsgi", None), "config", {}).get("driver")
+    deleter = getattr(driver, "deleter", None)
+    if deleter is not None:
+        deleter.wait_for(lambda p: True, timeout=20)
+
+
 def serve(settings, factory, threads=16):
     sock_dir = os.path.dirname(settings.socket)
     os.makedirs(sock_dir, mode=0o755, exist_ok=True)
@@ -59,5 +67,6 @@ def serve(settings, factory, threads=16):
         "accesslog": None,
         "proc_name": "pycni",
         "post_worker_init": _start_reconciler(settings),
+        "worker_exit": lambda server, worker: _drain_deleter(worker),
     }
     _Server(factory, options).run()

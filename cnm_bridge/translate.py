@@ -15,6 +15,7 @@ from .errors import UnsupportedOption
 
 OPT_CNI_NETWORK = "cni.network"
 OPT_CNI_TYPE = "cni.type"
+OPT_ALLOW_LOSS = "cni.allow-lost-settings"
 OPT_PARENT = "parent"
 OPT_MODE = "mode"
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
@@ -93,11 +94,13 @@ class NetworkPlan:
     conflist_name: str = ""
     cni_type: str = "bridge"
     options: tuple = ()
+    allow_loss: bool = False
 
 
 def plan_network(generic):
     """Docker's generic options (-o k=v) -> NetworkPlan, refusing what pycni cannot honour."""
     opts = dict(generic)
+    allow_loss = _bool_option(OPT_ALLOW_LOSS, opts.pop(OPT_ALLOW_LOSS, "false"))
     name = opts.pop(OPT_CNI_NETWORK, None)
     if name is not None:
         try:
@@ -110,7 +113,7 @@ def plan_network(generic):
             raise UnsupportedOption(
                 f"option(s) {', '.join(sorted(opts))} cannot be combined with "
                 f"{OPT_CNI_NETWORK}: the conflist {name!r} decides them")
-        return NetworkPlan("named", conflist_name=name)
+        return NetworkPlan("named", conflist_name=name, allow_loss=allow_loss)
     cni_type = opts.pop(OPT_CNI_TYPE, "bridge")
     if cni_type not in TYPE_OPTIONS:
         raise UnsupportedOption(
@@ -138,7 +141,8 @@ def plan_network(generic):
             raise UnsupportedOption(
                 f"option mode={value!r} is not a {cni_type} mode; use one of "
                 f"{', '.join(sorted(MODES[cni_type]))}")
-    return NetworkPlan("generated", cni_type=cni_type, options=tuple(sorted(opts.items())))
+    return NetworkPlan("generated", cni_type=cni_type, options=tuple(sorted(opts.items())),
+                       allow_loss=allow_loss)
 
 
 def _ranges(ipam_data):
@@ -183,6 +187,33 @@ def generate_conflist(network_id, plan, ipv4_data, ipv6_data, internal, ipam_dir
     if plan.cni_type in ("bridge", "ptp"):
         plugins.append({"type": "firewall"})
     return {"cniVersion": "1.0.0", "name": cni_network_name(network_id), "plugins": plugins}
+
+
+def lost_in_handoff(conflist_raw):
+    """What the list would configure inside the netns that the move to the container drops.
+
+    The interface keeps its MAC, MTU and flags when it moves; per-interface
+    sysctls, routing rules and VRF membership stay behind in the scratch netns.
+    """
+    lost = []
+    for plugin in conflist_raw.get("plugins") or []:
+        ptype = plugin.get("type")
+        if ptype == "tuning" and plugin.get("sysctl"):
+            lost.append(f"tuning sysctl {', '.join(sorted(plugin['sysctl']))}")
+        elif ptype == "sbr":
+            lost.append("sbr (source-based routing rules and tables)")
+        elif ptype == "vrf":
+            lost.append(f"vrf {plugin.get('vrfname', '')} membership".replace("  ", " "))
+    return lost
+
+
+def check_handoff(conflist_name, conflist_raw, allow_loss):
+    lost = lost_in_handoff(conflist_raw)
+    if lost and not allow_loss:
+        raise UnsupportedOption(
+            f"CNI network {conflist_name!r} configures inside the container's netns what "
+            f"cannot survive pycni's handoff to Docker: {'; '.join(lost)}. Pass -o "
+            f"{OPT_ALLOW_LOSS}=true to create the network without them")
 
 
 def main_ipam(conflist_raw):

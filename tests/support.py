@@ -149,3 +149,21 @@ def post(socket_path, path, payload=b"", timeout=120):
     finally:
         conn.close()
     return resp.status, json.loads(raw) if raw else {}
+
+
+def settle_db(db_path, timeout=60):
+    """Wait until a pycni store has no deferred CNI DEL pending (rows in state "deleting")."""
+    import sqlite3
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        db = sqlite3.connect(db_path, timeout=30)
+        try:
+            n = db.execute("SELECT count(*) FROM endpoints WHERE state='deleting'").fetchone()[0]
+        finally:
+            db.close()
+        if n == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{n} endpoint(s) still being deleted after {timeout}s")
+        time.sleep(0.1)

@@ -81,6 +81,11 @@ class PycniServer:
             time.sleep(0.05)
 
     def stop(self, sig=15):
+        if sig == 15 and self.proc and self.proc.poll() is None:
+            try:
+                settle(self)  # let deferred DELs finish before the state dir goes
+            except AssertionError:
+                pass
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
             try:
@@ -158,20 +163,8 @@ def inspect_net(container, network):
 
 
 def settle(server, timeout=60):
-    """Wait until the server has no deferred CNI DEL pending (rows in state "deleting")."""
-    import sqlite3
-    db_path = os.path.join(server.state_dir, "pycni.db")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        db = sqlite3.connect(db_path, timeout=30)
-        try:
-            n = db.execute("SELECT count(*) FROM endpoints WHERE state='deleting'").fetchone()[0]
-        finally:
-            db.close()
-        if n == 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{n} endpoint(s) still being deleted after {timeout}s")
+    """Wait until the server has no deferred CNI DEL pending."""
+    support.settle_db(os.path.join(server.state_dir, "pycni.db"), timeout)
 
 
 def assert_nothing_left(server, network_ids, subnets):

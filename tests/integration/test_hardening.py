@@ -128,6 +128,10 @@ def server(needs_root, tmp_path):
         assert proc.poll() is None and time.monotonic() < deadline, (root / "log").read_text()
         time.sleep(0.05)
     yield sock, root
+    try:
+        support.settle_db(str(root / "state" / "pycni.db"))
+    except Exception:
+        pass
     os.killpg(proc.pid, 15)
     proc.wait(30)
 
@@ -188,6 +192,7 @@ def test_fifty_parallel_requests_leave_a_consistent_store(server):
         for f in futures:
             f.result()
 
+    support.settle_db(str(root / "state" / "pycni.db"))
     kept = made[10:]
     addrs = [m[3] for m in kept]
     assert len(set(addrs)) == len(addrs) == 20
@@ -200,6 +205,7 @@ def test_fifty_parallel_requests_leave_a_consistent_store(server):
     assert files == {a.split("/")[0] for a in addrs}
     for m in kept:
         delete(m)
+    support.settle_db(str(root / "state" / "pycni.db"))
     for nid, pool_id, _ in nets:
         assert call("/NetworkDriver.DeleteNetwork", {"NetworkID": nid})[1] == {}
         assert call("/IpamDriver.ReleasePool", {"PoolID": pool_id})[1] == {}

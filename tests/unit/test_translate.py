@@ -6,6 +6,7 @@ import ipaddress
 import pytest
 
 from cnm_bridge import translate as t
+from cnm_bridge import translate
 from cnm_bridge.errors import UnsupportedOption
 from cnm_bridge.protocol import IPAMData
 
@@ -603,3 +604,33 @@ def test_static_conflist_only_first_ipam_and_none():
     assert out["plugins"][2]["ipam"] == {"type": "dhcp"}
     out = t.static_conflist({"name": "n", "plugins": [{"type": "x"}]}, [ip("10.0.0.2/24")])
     assert out["plugins"] == [{"type": "x"}]
+
+
+# -- settings that cannot survive the handoff -------------------------------------------
+
+def test_lost_in_handoff_names_sysctls_sbr_and_vrf():
+    raw = {"plugins": [{"type": "bridge"},
+                       {"type": "tuning", "mac": "02:00:00:00:00:01",
+                        "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}},
+                       {"type": "sbr"}, {"type": "vrf", "vrfname": "blue"}]}
+    lost = translate.lost_in_handoff(raw)
+    assert lost == ["tuning sysctl net.ipv4.conf.eth0.arp_notify",
+                    "sbr (source-based routing rules and tables)", "vrf blue membership"]
+
+
+def test_tuning_without_sysctl_survives():
+    assert translate.lost_in_handoff({"plugins": [{"type": "tuning", "mtu": 1400}]}) == []
+
+
+def test_check_handoff_refuses_unless_allowed():
+    raw = {"plugins": [{"type": "tuning", "sysctl": {"net.core.somaxconn": "500"}}]}
+    with pytest.raises(UnsupportedOption, match="cni.allow-lost-settings=true"):
+        translate.check_handoff("n", raw, False)
+    translate.check_handoff("n", raw, True)
+
+
+def test_allow_lost_settings_combines_with_cni_network():
+    plan = translate.plan_network({"cni.network": "n", "cni.allow-lost-settings": "true"})
+    assert plan.mode == "named" and plan.allow_loss
+    with pytest.raises(UnsupportedOption, match="must be true or false"):
+        translate.plan_network({"cni.network": "n", "cni.allow-lost-settings": "maybe"})
