@@ -325,9 +325,11 @@ class Driver:
             conflist.name, container_id, IFNAME)
         if pending:
             entry = self.runtime.cache.load(conflist.name, container_id, IFNAME)
-            if not addresses and entry is not None and entry.result is None:
-                # A crash mid-ADD: the addresses asked for are the best guess.
-                addresses = list(caps.get("ips", []))
+            if not addresses and entry is not None:
+                # A crash before the store learnt the result: CNI's cache has it; a
+                # crash mid-ADD: the addresses asked for are the best guess.
+                addresses = [i["address"] for i in (entry.result or {}).get("ips", [])] \
+                    or list(caps.get("ips", []))
             self._del_in_netns(conflist, container_id, netns, tmpname, addresses, args, caps)
         netlink.delete_netns(netns)
         netlink.delete_link(tmpname)

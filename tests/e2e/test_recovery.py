@@ -77,7 +77,9 @@ def assert_consistent(server, networks):
     cached = {re.search(r"-([0-9a-f]{64})-eth0$", f).group(1) for f in os.listdir(cache)}
     assert cached == live_eps
     assert not [n for n in support.links() if re.fullmatch(r"pyc[0-9a-f]{12}", n)]
-    ids = set(re.findall(r'id: \\"([0-9a-f]{64})\\"', "\n".join(support.iptables_lines())))
+    names = {"pycni-" + docker("network", "inspect", n, "-f", "{{.Id}}")[:12] for n in networks}
+    mine = [ln for ln in support.iptables_lines() if any(n in ln for n in names)]
+    ids = set(re.findall(r'id: \\"([0-9a-f]{64})\\"', "\n".join(mine)))
     assert ids <= live_eps, f"iptables rules of dead endpoints: {ids - live_eps}"
 
 
