@@ -3,7 +3,7 @@
 import secrets
 
 import support
-from dockerlib import assert_nothing_left, docker, docker_fails, inspect_net, random_subnet
+from dockerlib import assert_nothing_left, docker, docker_fails, random_subnet
 from test_driver_basics import assert_inspect_matches, ping
 
 

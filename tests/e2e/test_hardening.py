@@ -8,7 +8,7 @@ import time
 import pytest
 
 import support
-from dockerlib import (IMAGE, Docker, PycniServer, assert_nothing_left, docker, docker_fails,
+from dockerlib import (IMAGE, Docker, PycniServer, assert_nothing_left, docker_fails,
                        random_subnet)
 from test_driver_basics import ping
 

@@ -3,7 +3,7 @@
 import os
 
 import support
-from dockerlib import IMAGE, assert_nothing_left, docker, docker_fails, inspect_net, random_subnet
+from dockerlib import IMAGE, assert_nothing_left, docker, docker_fails, random_subnet
 from test_driver_basics import assert_inspect_matches, ping
 
 

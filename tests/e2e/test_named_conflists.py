@@ -1,6 +1,5 @@
 """Networks backed by a conflist from the conf dir (-o cni.network=NAME), and their errors."""
 
-import json
 import os
 import secrets
 

@@ -1,6 +1,5 @@
 """Integration fixtures: a Driver wired to the real CNI plugins, private dirs, no Docker."""
 
-import json
 import os
 import secrets
 

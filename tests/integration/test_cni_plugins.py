@@ -2,7 +2,6 @@
 
 import concurrent.futures
 import ipaddress
-import json
 import os
 import random
 import secrets

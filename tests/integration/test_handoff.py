@@ -2,7 +2,6 @@
 
 import os
 import random
-import subprocess
 
 import pytest
 

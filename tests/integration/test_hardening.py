@@ -1,7 +1,6 @@
 """Hardening: unsafe dirs, hostile bodies against the real app, 50 parallel requests."""
 
 import concurrent.futures
-import ipaddress
 import json
 import os
 import random
