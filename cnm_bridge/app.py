@@ -17,6 +17,8 @@ def build(settings):
     check_dirs(settings)
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
     os.chmod(settings.state_dir, 0o700)
+    # Made now, private, rather than at the first ADD.
+    os.makedirs(os.path.join(settings.cni_cache_dir, "results"), mode=0o700, exist_ok=True)
     store = Store(settings.db_path)
     runtime = CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
                          timeout=settings.plugin_timeout)

@@ -12,7 +12,7 @@ import shutil
 
 from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from_dict, load_by_name
 
-from . import netlink, ports, translate
+from . import isolation, netlink, ports, translate
 from .errors import DriverError, NotFound, UnsupportedOption
 from .bootid import current_boot_id
 from .deleter import Deleter, Pending
@@ -65,13 +65,20 @@ class Driver:
             self.runtime.validate(conflist)
         except CNIError as e:
             raise DriverError(str(e)) from None
+        isolated = translate.isolated_bridge(plan, raw)
+        if isolated:
+            try:
+                isolation.isolate(isolated, req.network_id, req.ipv6)
+            except isolation.IsolationError as e:
+                raise DriverError(str(e)) from None
         owned = [p["bridge"] for p in raw["plugins"]
                  if p.get("type") == "bridge" and p.get("bridge")
                  and not netlink.link_exists(p["bridge"])]
         self.store.add_network(Network(
             id=req.network_id, cni_name=conflist.name, mode=plan.mode, conflist=raw,
             internal=req.internal, ipam=ipam_mode, owned_links=owned,
-            ipam_dir=self.settings.ipam_dir if plan.mode == "generated" else ""))
+            ipam_dir=self.settings.ipam_dir if plan.mode == "generated" else "",
+            isolated_bridge=isolated, ipv6=req.ipv6))
         log.info("network %s: CNI network %s (%s)", req.network_id[:12], conflist.name,
                  plan.mode)
         return {}
@@ -87,6 +94,8 @@ class Driver:
                 log.warning("network %s: bridge %s still has ports; kept", net.id[:12], link)
             elif netlink.link_exists(link) and not self._link_used_elsewhere(link, net.id):
                 netlink.delete_link(link)
+        if net.isolated_bridge:
+            isolation.release(net.isolated_bridge, net.id, net.ipv6)
         if net.mode == "generated" and net.ipam_dir:
             shutil.rmtree(os.path.join(net.ipam_dir, net.cni_name), ignore_errors=True)
         self.store.delete_network(net.id)

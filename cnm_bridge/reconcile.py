@@ -14,7 +14,7 @@ import time
 
 from cni_runner import CNIError
 
-from . import netlink, translate
+from . import isolation, netlink, translate
 from .bootid import current_boot_id
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,14 @@ class Reconciler:
         its netns is gone, so a crash never orphans them, and another pycni on
         the same host (another state dir) keeps its own.
         """
-        report = {"half_made": 0, "lost": 0, "orphan_attachments": 0, "errors": 0}
+        report = {"isolation": 0, "half_made": 0, "lost": 0, "orphan_attachments": 0,
+                  "errors": 0}
         with self.lock:
+            for net in self.store.networks():
+                if net.isolated_bridge:
+                    # iptables rules do not survive a reboot; the record does.
+                    self._try(report, "isolation", isolation.isolate, net.isolated_bridge,
+                              net.id, net.ipv6)
             for ep in self.store.endpoints():
                 if ep.state in ("creating", "deleting") and \
                         ep.created_unix <= time.time() - min_age:
@@ -96,7 +102,7 @@ class Reconciler:
         try:
             fn(*args)
             report[key] += 1
-        except (CNIError, netlink.NetlinkOpError, OSError) as e:
+        except (CNIError, netlink.NetlinkOpError, isolation.IsolationError, OSError) as e:
             report["errors"] += 1
             log.warning("reconcile: %s failed: %s", key, e)
 

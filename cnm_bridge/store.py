@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS networks (
     ipam TEXT NOT NULL DEFAULT 'docker',
     owned_links TEXT NOT NULL DEFAULT '[]',
     ipam_dir TEXT NOT NULL DEFAULT '',
+    isolated_bridge TEXT NOT NULL DEFAULT '',
+    ipv6 INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL DEFAULT (julianday('now'))
 );
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -60,6 +62,8 @@ class Network:
     ipam: str = "docker"
     owned_links: list = field(default_factory=list)
     ipam_dir: str = ""
+    isolated_bridge: str = ""
+    ipv6: bool = False
 
 
 @dataclass
@@ -112,9 +116,9 @@ class Store:
         with self._conn() as db:
             db.execute(
                 "INSERT INTO networks (id, cni_name, mode, conflist, internal, ipam, owned_links,"
-                " ipam_dir) VALUES (?,?,?,?,?,?,?,?)",
+                " ipam_dir, isolated_bridge, ipv6) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (n.id, n.cni_name, n.mode, json.dumps(n.conflist), int(n.internal), n.ipam,
-                 json.dumps(n.owned_links), n.ipam_dir))
+                 json.dumps(n.owned_links), n.ipam_dir, n.isolated_bridge, int(n.ipv6)))
 
     def get_network(self, network_id):
         with self._conn() as db:
@@ -230,7 +234,8 @@ def _network(row):
     return Network(id=row["id"], cni_name=row["cni_name"], mode=row["mode"],
                    conflist=json.loads(row["conflist"]), internal=bool(row["internal"]),
                    ipam=row["ipam"], owned_links=json.loads(row["owned_links"]),
-                   ipam_dir=row["ipam_dir"])
+                   ipam_dir=row["ipam_dir"], isolated_bridge=row["isolated_bridge"],
+                   ipv6=bool(row["ipv6"]))
 
 
 def _endpoint(row):

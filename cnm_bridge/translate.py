@@ -134,9 +134,7 @@ def plan_network(generic):
         elif key == OPT_MASQ:
             _bool_option(key, value)
         elif key == OPT_ICC:
-            if not _bool_option(key, value):
-                raise UnsupportedOption(
-                    f"option {OPT_ICC}=false is not supported yet by pycni")
+            _bool_option(key, value)
         elif key == OPT_MODE and value not in MODES[cni_type]:
             raise UnsupportedOption(
                 f"option mode={value!r} is not a {cni_type} mode; use one of "
@@ -187,6 +185,14 @@ def generate_conflist(network_id, plan, ipv4_data, ipv6_data, internal, ipam_dir
     if plan.cni_type in ("bridge", "ptp"):
         plugins.append({"type": "firewall"})
     return {"cniVersion": "1.0.0", "name": cni_network_name(network_id), "plugins": plugins}
+
+
+def isolated_bridge(plan, conflist_raw):
+    """The bridge whose ports may not talk to each other (enable_icc=false), or ""."""
+    opts = dict(plan.options)
+    if plan.mode != "generated" or _bool_option(OPT_ICC, opts.get(OPT_ICC, "true")):
+        return ""
+    return conflist_raw["plugins"][0].get("bridge", "")
 
 
 def lost_in_handoff(conflist_raw):

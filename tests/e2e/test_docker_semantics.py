@@ -129,3 +129,18 @@ def test_macvlan_and_ptp_from_flags(dk, pycni):
     err = docker_fails("network", "create", "-d", pycni.name, "-o", "cni.type=macvlan",
                        "-o", "parent=nosuchif0", dk.name("mvbad"))
     assert "parent interface 'nosuchif0' does not exist" in err
+
+
+def test_enable_icc_false_isolates_containers(dk, pycni):
+    subnet = random_subnet()
+    net = dk.network("icc", "--subnet", subnet, "-o", "com.docker.network.bridge.enable_icc=false")
+    nid = dk.network_id(net)
+    a, b = dk.run("a", net), dk.run("b", net)
+    out = dk.exec(a, "ping", "-c", "1", "-W", "2", b, check=False)
+    assert out.returncode != 0, "containers on an enable_icc=false network reached each other"
+    ping(dk, a, subnet.rsplit(".", 1)[0] + ".1")  # the gateway still answers
+    assert support.iptables_mentioning(f"pycni enable_icc=false {nid[:12]}")
+    docker("rm", "-f", a, b)
+    dk.rm_network(net)
+    assert support.iptables_mentioning(f"pycni enable_icc=false {nid[:12]}") == []
+    assert_nothing_left(pycni, [nid], [subnet])

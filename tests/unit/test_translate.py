@@ -133,9 +133,18 @@ def test_plan_mtu_bounds(mtu, ok):
 
 
 @pytest.mark.parametrize("value", ["false", "False", "0", "no", "off"])
-def test_plan_icc_false_refused(value):
-    refused(t.plan_network, {"com.docker.network.bridge.enable_icc": value},
-            words=["enable_icc"])
+def test_plan_icc_false_isolates_the_generated_bridge(value):
+    nid = "ab" * 32
+    plan = t.plan_network({"com.docker.network.bridge.enable_icc": value})
+    raw = t.generate_conflist(nid, plan, [], [], False, "/ipam")
+    assert t.isolated_bridge(plan, raw) == t.bridge_name(nid)
+
+
+def test_plan_icc_default_and_named_lists_are_not_isolated():
+    nid = "ab" * 32
+    plan = t.plan_network({})
+    assert t.isolated_bridge(plan, t.generate_conflist(nid, plan, [], [], False, "/i")) == ""
+    assert t.isolated_bridge(t.plan_network({"cni.network": "n"}), {"plugins": []}) == ""
 
 
 def test_plan_icc_true_and_masq_values():

@@ -1,0 +1,48 @@
+"""`com.docker.network.bridge.enable_icc=false`: containers on a bridge may not talk.
+
+The reference plugins have no such switch (firewall's ingressPolicy isolates
+bridges from each other, not ports of one bridge). Docker's own bridge drops
+`-i br -o br` in FORWARD; pycni puts the same DROP in CNI-ADMIN, the chain the
+firewall plugin reserves for administrators and consults before its per-address
+ACCEPT rules, so the order holds whoever runs first. Side effects only; the
+rule is identified by a comment naming the network.
+"""
+
+import subprocess
+
+CHAIN = "CNI-ADMIN"
+
+
+class IsolationError(Exception):
+    pass
+
+
+def _rule(bridge, network_id):
+    return ["-i", bridge, "-o", bridge, "-m", "comment", "--comment",
+            f"pycni enable_icc=false {network_id[:12]}", "-j", "DROP"]
+
+
+def _run(cmd, *args):
+    return subprocess.run([cmd, "-w", "-t", "filter", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def _commands(ipv6):
+    return ["iptables"] + (["ip6tables"] if ipv6 else [])
+
+
+def isolate(bridge, network_id, ipv6=False):
+    """Install the DROP (idempotent)."""
+    for cmd in _commands(ipv6):
+        _run(cmd, "-N", CHAIN)  # exists already if the firewall plugin ran: fine
+        if _run(cmd, "-C", CHAIN, *_rule(bridge, network_id)).returncode == 0:
+            continue
+        p = _run(cmd, "-I", CHAIN, "1", *_rule(bridge, network_id))
+        if p.returncode != 0:
+            raise IsolationError(f"{cmd}: cannot isolate bridge {bridge}: {p.stderr.strip()}")
+
+
+def release(bridge, network_id, ipv6=False):
+    for cmd in _commands(ipv6):
+        while _run(cmd, "-D", CHAIN, *_rule(bridge, network_id)).returncode == 0:
+            pass
