@@ -177,14 +177,21 @@ def test_dockerd_restart_and_live_restore(own_pycni):
         wait_running(a)
         info = assert_inspect_matches(dk, a, net)
         ping(None, a, info["Gateway"])
-        # --live-restore: the container keeps running, nothing is redone.
+        # --live-restore: the container keeps running, nothing is redone; on a network
+        # with pycni's IPAM, Docker replays RequestPool/RequestAddress, which must pass.
         restart_dockerd([original[0], "--live-restore"] + original[1:])
+        ipam_net = dk.network("drl", "--ipam-driver", server.name, "--subnet", random_subnet())
         b = dk.run("b", net)
-        before = endpoint_ids(b)
+        c = dk.run("c", ipam_net)
+        before = endpoint_ids(b) | endpoint_ids(c)
         restart_dockerd([original[0], "--live-restore"] + original[1:])
         assert docker("inspect", "-f", "{{.State.Running}}", b) == "true"
-        assert endpoint_ids(b) == before
+        assert endpoint_ids(b) | endpoint_ids(c) == before
         ping(None, b, a)
+        # Docker's IPAM state came back from the replay: a new container gets a new address.
+        d = dk.run("d", ipam_net)
+        assert inspect_net(d, ipam_net)["IPAddress"] != inspect_net(c, ipam_net)["IPAddress"]
+        ping(None, d, c)
     finally:
         if dockerd_cmdline() != original:
             restart_dockerd(original)
