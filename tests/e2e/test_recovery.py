@@ -117,17 +117,23 @@ def test_chaos_kill9_during_container_churn(own_pycni):
     nets = [dk.network("ch1", "--subnet", random_subnet()),
             dk.network("ch2", "--subnet", random_subnet())]
     alive, kills, failed_runs = [], 0, 0
+
+    def maybe_kill(pause):
+        """With a 30% chance, kill -9 the plugin at a random moment of a docker call."""
+        if rnd.random() >= 0.3:
+            return 0
+        time.sleep(rnd.uniform(0, pause))
+        kill9(server)
+        server.start()
+        return 1
+
     for i in range(50):
         name = dk.name(f"c{i}")
         dk.containers.append(name)
         run = subprocess.Popen([support_docker(), "run", "-d", "--name", name, "--network",
                                 rnd.choice(nets), IMAGE, "sleep", "3600"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if rnd.random() < 0.3:
-            time.sleep(rnd.uniform(0, 0.4))
-            kill9(server)
-            kills += 1
-            server.start()
+        kills += maybe_kill(0.4)
         if run.wait(120) == 0:
             alive.append(name)
         else:
@@ -137,11 +143,7 @@ def test_chaos_kill9_during_container_churn(own_pycni):
             victim = alive.pop(rnd.randrange(len(alive)))
             rm = subprocess.Popen([support_docker(), "rm", "-f", victim],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if rnd.random() < 0.3:
-                time.sleep(rnd.uniform(0, 0.3))
-                kill9(server)
-                kills += 1
-                server.start()
+            kills += maybe_kill(0.3)
             rm.wait(120)
     report = gc(server)
     print(f"chaos: 50 cycles, {kills} kill -9, {failed_runs} docker run failed, "
