@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import threading
 import uuid
 
 from cni_runner import CNIError, RuntimeConf, conflist_from_dict, load_by_name
@@ -30,9 +31,21 @@ class Ipam:
         self.settings = settings
         self.store = store
         self.runtime = runtime
+        self._replay_lock = threading.Lock()
+        self._replayable = set()
 
     def capabilities(self):
-        # Replay lets Docker restore pools and addresses after a live-restore restart.
+        """Docker asks this when it (re)starts using the driver; replays follow.
+
+        Replay lets Docker restore pools and addresses after a live-restore
+        restart. Until the next GetCapabilities, an address already held may be
+        asked for once more (the replay); any other request for it is a second
+        container wanting a taken --ip, and fails.
+        """
+        with self._replay_lock:
+            self._replayable = {(pool_id, addr) for pool_id in self.store.pools()
+                                for addr, handle in self.store.addresses(pool_id).items()
+                                if handle != GATEWAY_HANDLE}
         return {"RequiresMACAddress": False, "RequiresRequestReplay": True}
 
     def default_address_spaces(self):
@@ -119,7 +132,11 @@ class Ipam:
             self.store.add_address(req.pool_id, str(gw), GATEWAY_HANDLE)
             return {"Address": f"{gw}/{subnet.prefixlen}", "Data": {}}
         if req.address is not None and self.store.get_address(req.pool_id, str(req.address)):
-            # Docker replays the addresses of live endpoints after a restart.
+            with self._replay_lock:
+                replay = (req.pool_id, str(req.address)) in self._replayable
+                self._replayable.discard((req.pool_id, str(req.address)))
+            if not replay:
+                raise UnsupportedOption(f"address {req.address} is already in use")
             return {"Address": f"{req.address}/{subnet.prefixlen}", "Data": {}}
         handle = "pycni-ipam-" + uuid.uuid4().hex
         args = [("IP", str(req.address))] if req.address is not None else []

@@ -76,3 +76,13 @@ def test_ipam_driver_errors(dk, pycni):
                        "true")
     assert "10.1.2.3" in err
     dk.rm_network(net)
+
+
+def test_ipam_driver_refuses_a_taken_ip(dk, pycni):
+    subnet = random_subnet()
+    base = subnet.rsplit(".", 1)[0]
+    net = dk.network("ipdup", "--ipam-driver", pycni.name, "--subnet", subnet)
+    dk.run("a", net, "--ip", f"{base}.77")
+    err = docker_fails("run", "--rm", "--network", net, "--ip", f"{base}.77", IMAGE, "true")
+    assert f"address {base}.77 is already in use" in err
+    dk.cleanup()
