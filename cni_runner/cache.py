@@ -123,6 +123,9 @@ class ResultCache:
                 data = f.read()
         except FileNotFoundError:
             return None
+        except OSError as e:  # a directory or unreadable file in its place: corrupt
+            log.warning("unreadable CNI cache entry %s: %s", path, e)
+            return None
         try:
             return CacheEntry.from_json(data)
         except (ValueError, KeyError, TypeError) as e:

@@ -186,7 +186,8 @@ class VersionProber:
 
     def supported(self, path, ask_version="1.0.0"):
         st = os.stat(path)
-        key = (path, st.st_mtime_ns, st.st_size)
+        # A replaced binary is a new inode even when size and mtime match.
+        key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]

@@ -244,9 +244,11 @@ class CNIRuntime:
         """DEL every cached attachment of the list not in `valid_attachments`.
 
         `valid_attachments` is an iterable of (container_id, ifname). Where the
-        list runs at 1.1.0+ and allows it, the GC verb follows. Returns the
-        (container_id, ifname) pairs that were deleted.
+        list runs at 1.1.0+, the GC verb follows. Nothing at all with disableGC.
+        Returns the (container_id, ifname) pairs that were deleted.
         """
+        if conflist.disable_gc:
+            return []  # as libcni: disableGC means no garbage collection at all
         valid = {(c, i) for c, i in valid_attachments}
         removed, failures = [], []
         with self.locks.host(exclusive=True):
