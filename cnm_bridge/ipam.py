@@ -10,7 +10,6 @@ nothing allocates twice.
 import hashlib
 import ipaddress
 import logging
-import os
 import threading
 import uuid
 
@@ -24,6 +23,7 @@ LOCAL_SPACE = "PycniLocal"
 GLOBAL_SPACE = "PycniGlobal"
 OPT_CNI_NETWORK = "cni.network"
 GATEWAY_HANDLE = "gateway"
+IPAM_TYPES = ("host-local", "static")
 
 
 class Ipam:
@@ -63,6 +63,7 @@ class Ipam:
         if name:
             base = self._named_ipam(name, req)
         subnet = req.pool or _first_subnet(base, 6 if req.v6 else 4)
+        itype = base.get("type", "host-local")
         if subnet is None:
             raise UnsupportedOption(
                 "the pycni IPAM driver needs a subnet: pass --subnet, or --ipam-opt "
@@ -75,7 +76,7 @@ class Ipam:
         existing = self.store.get_pool(pool_id)
         if existing is None:
             data = {"subnet": str(subnet), "range": rng, "base": base, "cni_network": name or "",
-                    "v6": req.v6}
+                    "v6": req.v6, "type": itype}
             self._check_overlap(subnet, pool_id)
             self.store.add_pool(pool_id, data)
         return {"PoolID": pool_id, "Pool": str(subnet), "Data": {}}
@@ -88,10 +89,11 @@ class Ipam:
         ipam = translate.main_ipam(conf.raw)
         if ipam is None:
             raise UnsupportedOption(f"CNI network {name!r} has no IPAM section")
-        if ipam.get("type") != "host-local":
+        if ipam.get("type") not in IPAM_TYPES:
+            # dhcp leases belong to an interface in a netns; RequestAddress has neither.
             raise UnsupportedOption(
                 f"CNI network {name!r} uses IPAM {ipam.get('type')!r}; the pycni IPAM driver "
-                "supports host-local")
+                f"supports {', '.join(IPAM_TYPES)}")
         family = 6 if req.v6 else 4
         mine = _first_subnet(ipam, family)
         if req.pool is not None and mine is not None and req.pool != mine:
@@ -138,10 +140,16 @@ class Ipam:
             if not replay:
                 raise UnsupportedOption(f"address {req.address} is already in use")
             return {"Address": f"{req.address}/{subnet.prefixlen}", "Data": {}}
+        static = pool.get("type") == "static"
+        if static and req.address is None:
+            raise UnsupportedOption(
+                f"CNI network {pool.get('cni_network')!r} uses static IPAM, which gives only the "
+                "address asked for: run the container with --ip")
         handle = "pycni-ipam-" + uuid.uuid4().hex
-        args = [("IP", str(req.address))] if req.address is not None else []
-        result = self.runtime.add(self._conflist(req.pool_id, pool),
-                                  RuntimeConf(handle, "/dev/null", "eth0", args))
+        args = [("IP", str(req.address))] if req.address is not None and not static else []
+        conflist = self._conflist(req.pool_id, pool,
+                                  f"{req.address}/{subnet.prefixlen}" if static else None)
+        result = self.runtime.add(conflist, RuntimeConf(handle, "/dev/null", "eth0", args))
         ips = [ipaddress.ip_interface(i["address"]) for i in result.get("ips", [])]
         if not ips:
             raise DriverError(f"host-local returned no address for pool {subnet}")
@@ -159,12 +167,21 @@ class Ipam:
 
     def _release(self, pool_id, pool, address, handle):
         if handle != GATEWAY_HANDLE:
-            self.runtime.delete(self._conflist(pool_id, pool),
+            cidr = f"{address}/{ipaddress.ip_network(pool['subnet']).prefixlen}"
+            self.runtime.delete(self._conflist(pool_id, pool, cidr),
                                 RuntimeConf(handle, "/dev/null", "eth0"))
         self.store.delete_address(pool_id, address)
 
-    def _conflist(self, pool_id, pool):
+    def _conflist(self, pool_id, pool, static_address=None):
         """A one-plugin list: the IPAM plugin alone, as Docker's address authority."""
+        name = "pycni-ipam-" + pool_id.split(":", 1)[1][:16]
+        if pool.get("type") == "static":
+            entry = {"address": static_address}
+            if pool.get("gateway"):
+                entry["gateway"] = pool["gateway"]
+            plugin = {"type": "static", "ipam": {"type": "static", "addresses": [entry]}}
+            return conflist_from_dict({"cniVersion": "1.0.0", "name": name,
+                                       "plugins": [plugin]})
         rng = dict(pool["range"])
         if pool.get("gateway"):
             rng["gateway"] = pool["gateway"]
@@ -172,15 +189,9 @@ class Ipam:
                 if k not in ("ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes")}
         ipam.update(type="host-local", ranges=[[rng]])
         ipam.setdefault("dataDir", self.settings.ipam_dir)
-        name = "pycni-ipam-" + pool_id.split(":", 1)[1][:16]
         # Run alone, the IPAM plugin still reads its settings from the "ipam" key.
         plugin = {"type": "host-local", "ipam": ipam}
         return conflist_from_dict({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]})
-
-    def data_dir(self, pool_id):
-        pool = self.store.get_pool(pool_id)
-        conf = self._conflist(pool_id, pool)
-        return os.path.join(conf.plugins[0].raw["ipam"]["dataDir"], conf.name)
 
 
 def _first_subnet(ipam, family):
@@ -194,6 +205,11 @@ def _first_subnet(ipam, family):
         net = ipaddress.ip_network(ipam["subnet"], strict=False)
         if net.version == family:
             return net
+    for a in (ipam or {}).get("addresses") or []:  # static
+        if isinstance(a, dict) and a.get("address"):
+            net = ipaddress.ip_interface(a["address"]).network
+            if net.version == family:
+                return net
     return None
 
 

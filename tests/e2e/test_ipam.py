@@ -3,7 +3,7 @@
 import os
 
 import support
-from dockerlib import IMAGE, assert_nothing_left, docker, docker_fails, random_subnet
+from dockerlib import IMAGE, assert_nothing_left, docker, docker_fails, inspect_net, random_subnet
 from test_driver_basics import assert_inspect_matches, ping
 
 
@@ -86,3 +86,29 @@ def test_ipam_driver_refuses_a_taken_ip(dk, pycni):
     err = docker_fails("run", "--rm", "--network", net, "--ip", f"{base}.77", IMAGE, "true")
     assert f"address {base}.77 is already in use" in err
     dk.cleanup()
+
+
+def test_ipam_driver_with_static_ipam(dk, pycni):
+    subnet = random_subnet()
+    base = subnet.rsplit(".", 1)[0]
+    name = "static-" + dk.tag
+    pycni.write_conf(f"81-{name}.conflist", {
+        "cniVersion": "1.0.0", "name": name,
+        "plugins": [{"type": "bridge", "bridge": "cns" + dk.tag, "isGateway": True,
+                     "ipam": {"type": "static",
+                              "addresses": [{"address": f"{base}.2/24", "gateway": f"{base}.1"}],
+                              "routes": [{"dst": "0.0.0.0/0"}]}},
+                    {"type": "firewall"}]})
+    net = dk.network("st", "--ipam-driver", pycni.name, "--ipam-opt", f"cni.network={name}",
+                     "-o", f"cni.network={name}", "--subnet", subnet)
+    nid = dk.network_id(net)
+    a = dk.run("a", net, "--ip", f"{base}.20")
+    b = dk.run("b", net, "--ip", f"{base}.21")
+    assert inspect_net(a, net)["IPAddress"] == f"{base}.20"
+    ping(dk, a, b)
+    err = docker_fails("run", "--rm", "--network", net, IMAGE, "true")
+    assert "uses static IPAM, which gives only the address asked for: run the container " \
+           "with --ip" in err
+    dk.cleanup()
+    support.run("ip", "link", "del", "cns" + dk.tag, check=False)
+    assert_nothing_left(pycni, [nid], [subnet])
