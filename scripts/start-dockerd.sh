@@ -7,7 +7,13 @@ fi
 if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
     systemctl start docker
 else
-    nohup dockerd >/var/log/dockerd.log 2>&1 &
+    # A daemon killed with the machine's previous session leaves its pid file behind.
+    for pidfile in /var/run/docker.pid /run/docker/containerd/containerd.pid; do
+        if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            rm -f "$pidfile"
+        fi
+    done
+    nohup dockerd >>/var/log/dockerd.log 2>&1 &
 fi
 for _ in $(seq 1 120); do
     docker info >/dev/null 2>&1 && exit 0
