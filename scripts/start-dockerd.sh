@@ -7,9 +7,14 @@ fi
 if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
     systemctl start docker
 else
-    # A daemon killed with the machine's previous session leaves its pid file behind.
+    # A daemon killed with the machine's previous session leaves its pid file behind,
+    # and dockerd refuses to start while that pid is a live (or zombie) process.
     for pidfile in /var/run/docker.pid /run/docker/containerd/containerd.pid; do
-        if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        [ -f "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+        comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+        if [ -z "$state" ] || [ "$state" = Z ] || { [ "$comm" != dockerd ] && [ "$comm" != containerd ]; }; then
             rm -f "$pidfile"
         fi
     done
