@@ -27,44 +27,127 @@ def create_app(driver, ipam):
     def body():
         return p.load_body(request.get_data(cache=False))
 
-    def route(path, fn):
+    def route(fn):
+        """Register fn under the protocol method its name spells (Plugin_Activate -> /Plugin.Activate)."""
+        path = fn.__name__.replace("_", ".", 1)
         app.add_url_rule("/" + path, path, fn, methods=["POST"])
+        return fn
 
-    route("Plugin.Activate", lambda: (body(), {"Implements": IMPLEMENTS})[1])
-    route("NetworkDriver.GetCapabilities",
-          lambda: (body(), {"Scope": "local", "ConnectivityScope": "local"})[1])
-    route("NetworkDriver.CreateNetwork",
-          lambda: driver.create_network(p.parse_create_network(body())))
-    route("NetworkDriver.DeleteNetwork",
-          lambda: driver.delete_network(p.parse_network_ref(body())))
-    route("NetworkDriver.CreateEndpoint",
-          lambda: driver.create_endpoint(p.parse_create_endpoint(body())))
-    route("NetworkDriver.DeleteEndpoint",
-          lambda: driver.delete_endpoint(p.parse_endpoint_ref(body())))
-    route("NetworkDriver.EndpointOperInfo",
-          lambda: driver.oper_info(p.parse_endpoint_ref(body())))
-    route("NetworkDriver.Join", lambda: driver.join(p.parse_join(body())))
-    route("NetworkDriver.Leave", lambda: driver.leave(p.parse_endpoint_ref(body())))
-    route("NetworkDriver.ProgramExternalConnectivity",
-          lambda: driver.program_external_connectivity(p.parse_connectivity(body())))
-    route("NetworkDriver.RevokeExternalConnectivity",
-          lambda: driver.revoke_external_connectivity(p.parse_connectivity(body())))
+    @route
+    def Plugin_Activate():
+        """{} -> {"Implements": ["NetworkDriver", "IpamDriver"]}"""
+        body()
+        return {"Implements": IMPLEMENTS}
+
+    @route
+    def NetworkDriver_GetCapabilities():
+        """{} -> {"Scope": "local", "ConnectivityScope": "local"}"""
+        body()
+        return {"Scope": "local", "ConnectivityScope": "local"}
+
+    @route
+    def NetworkDriver_CreateNetwork():
+        """{"NetworkID","Options":{generic,enable_ipv6,internal},"IPv4Data","IPv6Data"} -> {}"""
+        return driver.create_network(p.parse_create_network(body()))
+
+    @route
+    def NetworkDriver_DeleteNetwork():
+        """{"NetworkID"} -> {}"""
+        return driver.delete_network(p.parse_network_ref(body()))
+
+    @route
+    def NetworkDriver_CreateEndpoint():
+        """{"NetworkID","EndpointID","Interface":{"Address","AddressIPv6","MacAddress"},"Options"}
+        -> {"Interface": {"MacAddress"?, "Address"?}} (only what Docker left empty)"""
+        return driver.create_endpoint(p.parse_create_endpoint(body()))
+
+    @route
+    def NetworkDriver_DeleteEndpoint():
+        """{"NetworkID","EndpointID"} -> {}"""
+        return driver.delete_endpoint(p.parse_endpoint_ref(body()))
+
+    @route
+    def NetworkDriver_EndpointOperInfo():
+        """{"NetworkID","EndpointID"} -> {"Value": {"cni.network","ips","netns",...}}"""
+        return driver.oper_info(p.parse_endpoint_ref(body()))
+
+    @route
+    def NetworkDriver_Join():
+        """{"NetworkID","EndpointID","SandboxKey","Options"}
+        -> {"InterfaceName":{"SrcName","DstPrefix"},"Gateway","GatewayIPv6","StaticRoutes"}"""
+        return driver.join(p.parse_join(body()))
+
+    @route
+    def NetworkDriver_Leave():
+        """{"NetworkID","EndpointID"} -> {}"""
+        return driver.leave(p.parse_endpoint_ref(body()))
+
+    @route
+    def NetworkDriver_ProgramExternalConnectivity():
+        """{"NetworkID","EndpointID","Options":{portmap,exposedports}} -> {}"""
+        return driver.program_external_connectivity(p.parse_connectivity(body()))
+
+    @route
+    def NetworkDriver_RevokeExternalConnectivity():
+        """{"NetworkID","EndpointID"} -> {}"""
+        return driver.revoke_external_connectivity(p.parse_connectivity(body()))
+
     # Swarm-only calls: Docker never sends them to a local-scope driver.
-    route("NetworkDriver.DiscoverNew", lambda: (body(), {})[1])
-    route("NetworkDriver.DiscoverDelete", lambda: (body(), {})[1])
-    route("NetworkDriver.AllocateNetwork",
-          lambda: (p.parse_network_ref(body()), {"Options": {}})[1])
-    route("NetworkDriver.FreeNetwork", lambda: (p.parse_network_ref(body()), {})[1])
+    @route
+    def NetworkDriver_DiscoverNew():
+        """{"DiscoveryType","DiscoveryData"} -> {}"""
+        body()
+        return {}
 
-    route("IpamDriver.GetCapabilities", lambda: (body(), ipam.capabilities())[1])
-    route("IpamDriver.GetDefaultAddressSpaces",
-          lambda: (body(), ipam.default_address_spaces())[1])
-    route("IpamDriver.RequestPool", lambda: ipam.request_pool(p.parse_request_pool(body())))
-    route("IpamDriver.ReleasePool", lambda: ipam.release_pool(p.parse_release_pool(body())))
-    route("IpamDriver.RequestAddress",
-          lambda: ipam.request_address(p.parse_request_address(body())))
-    route("IpamDriver.ReleaseAddress",
-          lambda: ipam.release_address(p.parse_release_address(body())))
+    @route
+    def NetworkDriver_DiscoverDelete():
+        """{"DiscoveryType","DiscoveryData"} -> {}"""
+        body()
+        return {}
+
+    @route
+    def NetworkDriver_AllocateNetwork():
+        """{"NetworkID","Options","IPv4Data","IPv6Data"} -> {"Options": {}}"""
+        p.parse_network_ref(body())
+        return {"Options": {}}
+
+    @route
+    def NetworkDriver_FreeNetwork():
+        """{"NetworkID"} -> {}"""
+        p.parse_network_ref(body())
+        return {}
+
+    @route
+    def IpamDriver_GetCapabilities():
+        """{} -> {"RequiresMACAddress": false, "RequiresRequestReplay": true}"""
+        body()
+        return ipam.capabilities()
+
+    @route
+    def IpamDriver_GetDefaultAddressSpaces():
+        """{} -> {"LocalDefaultAddressSpace","GlobalDefaultAddressSpace"}"""
+        body()
+        return ipam.default_address_spaces()
+
+    @route
+    def IpamDriver_RequestPool():
+        """{"AddressSpace","Pool","SubPool","Options","V6"} -> {"PoolID","Pool","Data"}"""
+        return ipam.request_pool(p.parse_request_pool(body()))
+
+    @route
+    def IpamDriver_ReleasePool():
+        """{"PoolID"} -> {}"""
+        return ipam.release_pool(p.parse_release_pool(body()))
+
+    @route
+    def IpamDriver_RequestAddress():
+        """{"PoolID","Address","Options":{"RequestAddressType",macaddress}} -> {"Address","Data"}"""
+        return ipam.request_address(p.parse_request_address(body()))
+
+    @route
+    def IpamDriver_ReleaseAddress():
+        """{"PoolID","Address"} -> {}"""
+        return ipam.release_address(p.parse_release_address(body()))
 
     runtime = getattr(driver, "runtime", None)
 
