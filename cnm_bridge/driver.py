@@ -117,6 +117,10 @@ class Driver:
 
     def create_endpoint(self, req):
         net = self._network(req.network_id)
+        if req.options:
+            # `docker network connect --driver-opt k=v`: nothing here takes one yet.
+            raise UnsupportedOption(
+                f"unsupported endpoint option(s): {', '.join(sorted(req.options))}")
         ep = self.store.get_endpoint(req.endpoint_id)
         if ep is not None and ep.state == "ready" and ep.network_id == net.id:
             return self._endpoint_answer(req, ep)  # a replay

@@ -91,3 +91,12 @@ def test_stop_start_connect_disconnect(dk, pycni):
     dk.rm_network(n1)
     dk.rm_network(n2)
     assert_nothing_left(pycni, ids, [s1, s2])
+
+
+def test_unknown_endpoint_driver_opt_refused(dk, pycni):
+    from dockerlib import docker_fails
+    net = dk.network("dopt", "--subnet", random_subnet())
+    other = dk.network("dopt2", "--subnet", random_subnet())
+    c = dk.run("c", other)
+    err = docker_fails("network", "connect", "--driver-opt", "color=blue", net, c)
+    assert "unsupported endpoint option(s): color" in err
