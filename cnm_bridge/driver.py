@@ -323,9 +323,9 @@ class Driver:
     def release_attachment(self, entry):
         """DEL a cached CNI attachment pycni has no endpoint for (reconciliation)."""
         conflist = conflist_from_bytes(entry.config, "cached config")
-        ips = [i["address"] for i in (entry.result or {}).get("ips", [])]
+        # No addresses given: _cni_delete takes them from this very cache entry.
         self._cni_delete(conflist, entry.container_id, translate.netns_name(entry.container_id),
-                         translate.tmp_ifname(entry.container_id), ips, entry.cni_args,
+                         translate.tmp_ifname(entry.container_id), [], entry.cni_args,
                          entry.capability_args)
 
     def _cni_delete(self, conflist, container_id, netns, tmpname, addresses, args, caps):

@@ -195,14 +195,8 @@ class Ipam:
 
 
 def _first_subnet(ipam, family):
-    for rset in (ipam or {}).get("ranges") or []:
-        for r in rset if isinstance(rset, list) else []:
-            if isinstance(r, dict) and r.get("subnet"):
-                net = ipaddress.ip_network(r["subnet"], strict=False)
-                if net.version == family:
-                    return net
-    if (ipam or {}).get("subnet"):
-        net = ipaddress.ip_network(ipam["subnet"], strict=False)
+    """The first subnet of that family in an IPAM section: host-local's, or static's."""
+    for net, _ in translate.ipam_subnets(ipam or {}):
         if net.version == family:
             return net
     for a in (ipam or {}).get("addresses") or []:  # static

@@ -230,7 +230,7 @@ def main_ipam(conflist_raw):
     return None
 
 
-def _ipam_subnets(ipam):
+def ipam_subnets(ipam):
     """host-local style subnets and gateways: [(network, gateway or None)]."""
     out = []
     for rset in ipam.get("ranges") or []:
@@ -261,7 +261,7 @@ def check_conflist_matches(conflist_name, conflist_raw, ipv4_data, ipv6_data):
     if itype != "host-local":
         return
     try:
-        subnets = _ipam_subnets(ipam)
+        subnets = ipam_subnets(ipam)
     except (ValueError, TypeError) as e:
         raise UnsupportedOption(f"CNI network {conflist_name!r}: invalid IPAM subnet: {e}")
     for family, data in ((4, ipv4_data), (6, ipv6_data)):
@@ -427,7 +427,7 @@ def static_conflist(conflist_raw, addresses):
         old = plugin.get("ipam")
         if not isinstance(old, dict):
             continue
-        subnets = _ipam_subnets(old)
+        subnets = ipam_subnets(old)
         entries = []
         for a in addresses:
             entry = {"address": str(a)}
