@@ -296,23 +296,12 @@ def raw_chain(conflist, cid, netns):
 
 
 def timed_post(sock, path, body):
-    import http.client
-    import socket as _s
-
-    class Conn(http.client.HTTPConnection):
-        def connect(self):
-            self.sock = _s.socket(_s.AF_UNIX)
-            self.sock.connect(sock)
-
-    c = Conn("localhost")
-    c.request("POST", path, body=json.dumps(body).encode())
-    r = c.getresponse()
-    data = json.loads(r.read())
+    """(total ms, ms in CNI executables) of one call, from pycni's own headers."""
+    _, headers, raw = support.post_raw(sock, path, body)
+    data = json.loads(raw)
     if "Err" in data:
         raise RuntimeError(f"{path}: {data['Err']}")
-    ms, cni_ms = float(r.getheader("X-Pycni-Ms")), float(r.getheader("X-Pycni-Cni-Ms"))
-    c.close()
-    return ms, cni_ms
+    return float(headers["X-Pycni-Ms"]), float(headers["X-Pycni-Cni-Ms"])
 
 
 def main():

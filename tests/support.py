@@ -80,11 +80,7 @@ def remove_global_cni_chains(before):
         for chain in names:
             if chain not in now.get(table, set()) or chain in before.get(table, set()):
                 continue
-            rules = run("iptables-save", "-t", table).stdout.splitlines()
-            for ln in rules:
-                if ln.startswith("-A ") and f"-j {chain}" in ln:
-                    subprocess.run(["iptables", "-t", table, "-D"] + _split(ln[3:]),
-                                   capture_output=True)
+            delete_rules(table, lambda ln, chain=chain: f"-j {chain}" in ln)
             subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
     for table, names in GLOBAL_CHAINS.items():
         for chain in names:
@@ -92,9 +88,13 @@ def remove_global_cni_chains(before):
                 subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
 
 
-def _split(rule):
+def delete_rules(table, wanted):
+    """Delete every rule of an iptables table whose iptables-save line wanted(line) picks."""
     import shlex
-    return shlex.split(rule)
+    for ln in run("iptables-save", "-t", table).stdout.splitlines():
+        if ln.startswith("-A ") and wanted(ln):
+            subprocess.run(["iptables", "-t", table, "-D"] + shlex.split(ln[3:]),
+                           capture_output=True)
 
 
 def files_under(path):
@@ -127,8 +127,9 @@ def body(obj):
     return json.dumps(obj).encode()
 
 
-def post(socket_path, path, payload=b"", timeout=120):
-    """POST to a plugin's unix socket as dockerd does (no Content-Type); (status, dict)."""
+def post_raw(socket_path, path, payload=b"", timeout=120):
+    """POST to a plugin's unix socket as dockerd does (no Content-Type);
+    (status, headers, body bytes)."""
     import http.client
     import json
     import socket as _socket
@@ -148,7 +149,14 @@ def post(socket_path, path, payload=b"", timeout=120):
         raw = resp.read()
     finally:
         conn.close()
-    return resp.status, json.loads(raw) if raw else {}
+    return resp.status, resp.headers, raw
+
+
+def post(socket_path, path, payload=b"", timeout=120):
+    """post_raw with the JSON answer decoded: (status, dict)."""
+    import json
+    status, _, raw = post_raw(socket_path, path, payload, timeout)
+    return status, json.loads(raw) if raw else {}
 
 
 def settle_db(db_path, timeout=60):

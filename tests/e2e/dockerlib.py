@@ -5,6 +5,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -186,53 +187,114 @@ def assert_nothing_left(server, network_ids, subnets):
     assert not leftovers, "left behind:\n" + "\n".join(leftovers)
 
 
-def dockerd_pid():
-    out = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout.split()
-    return int(out[0]) if out else None
+DOCKERD_LOG = "/var/log/dockerd.log"  # scripts/start-dockerd.sh's, if stderr is not a file
 
 
-def dockerd_cmdline():
-    pid = dockerd_pid()
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _dockerd_pid():
+    try:
+        with open("/var/run/docker.pid") as f:
+            pid = int(f.read().strip())
+        if _comm(pid) == "dockerd" and _alive(pid):
+            return pid
+    except (OSError, ValueError):
+        pass
+    pids = [int(p) for p in os.listdir("/proc")
+            if p.isdigit() and _comm(p) == "dockerd" and _alive(p)]
+    assert len(pids) == 1, f"expected one dockerd process, found {pids}"
+    return pids[0]
+
+
+def _argv(pid):
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return [a.decode() for a in f.read().split(b"\0") if a]
 
 
-def stop_dockerd(timeout=90):
-    pid = dockerd_pid()
-    if pid is None:
-        return
-    os.kill(pid, 15)
+def docker_answers():
+    return subprocess.run([DOCKER, "info"], capture_output=True, timeout=60).returncode == 0
+
+
+def wait_docker(timeout=120):
     deadline = time.monotonic() + timeout
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().split()[2] == "Z":
-                break
-        time.sleep(0.2)
+    while not docker_answers():
+        assert time.monotonic() < deadline, f"dockerd does not answer after {timeout} s"
+        time.sleep(0.5)
 
 
-def start_dockerd(cmdline, timeout=90):
-    """Start dockerd as scripts/start-dockerd.sh does (in the background, its own session)."""
-    log = open("/var/log/dockerd.log", "ab")
-    subprocess.Popen(cmdline, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                     start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if subprocess.run([DOCKER, "info"], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.3)
-    raise AssertionError("dockerd did not come back")
+class Dockerd:
+    """The running dockerd, and how it was started, to restart it the same way
+    (systemd, or the same command line, environment and log file) or with other flags."""
 
+    def __init__(self):
+        self.pid = _dockerd_pid()
+        with open(f"/proc/{self.pid}/cgroup") as f:
+            self.systemd = "docker.service" in f.read() and shutil.which("systemctl") is not None
+        self.argv = _argv(self.pid)
+        with open(f"/proc/{self.pid}/environ", "rb") as f:
+            self.env = dict(e.decode().split("=", 1) for e in f.read().split(b"\0") if b"=" in e)
+        self.exe = os.readlink(f"/proc/{self.pid}/exe")
+        self.cwd = os.readlink(f"/proc/{self.pid}/cwd")
+        # Its log: the file its stderr goes to (a restart appends to it).
+        stderr = os.readlink(f"/proc/{self.pid}/fd/2")
+        self.log_path = stderr if os.path.isfile(stderr) else DOCKERD_LOG
 
-def restart_dockerd(cmdline=None):
-    """Restart dockerd, with another command line if given; returns the one it had."""
-    if subprocess.run(["systemctl", "is-system-running"], capture_output=True).returncode == 0 \
-            and cmdline is None:
-        support.run("systemctl", "restart", "docker")
-        return None
-    old = dockerd_cmdline()
-    stop_dockerd()
-    start_dockerd(cmdline or old)
-    return old
+    def running_argv(self):
+        return _argv(_dockerd_pid())
+
+    def restart(self, argv=None):
+        """Restart as it was started, or with the command line argv."""
+        if self.systemd and argv is None:
+            subprocess.run(["systemctl", "restart", "docker"], check=True, timeout=300)
+            wait_docker()
+            self.pid = _dockerd_pid()
+        else:
+            self.stop()
+            self.start(argv)
+
+    def stop(self, timeout=120):
+        pid = _dockerd_pid()
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            assert time.monotonic() < deadline, f"dockerd did not exit {timeout} s after SIGTERM"
+            time.sleep(0.2)
+
+    def start(self, argv=None):
+        if self.systemd and argv is None:
+            subprocess.run(["systemctl", "start", "docker"], check=True, timeout=300)
+        else:
+            with open(self.log_path, "ab") as log:
+                subprocess.Popen(argv or self.argv, executable=self.exe, env=self.env,
+                                 cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        wait_docker()
+        self.pid = _dockerd_pid()
+
+    def log_text(self):
+        if self.systemd:
+            return subprocess.run(["journalctl", "-u", "docker", "-n", "3000", "--no-pager"],
+                                  capture_output=True, text=True).stdout
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, os.path.getsize(self.log_path) - 2_000_000))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
 
 def endpoint_ids(container):

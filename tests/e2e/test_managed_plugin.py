@@ -8,20 +8,17 @@ dockerd is restarted the way it was started: systemd, or the same command line.
 
 import os
 import re
-import shutil
-import signal
 import subprocess
-import time
 import types
 
-from dockerlib import DOCKER, Docker, assert_nothing_left, docker, random_subnet
+from dockerlib import (DOCKER, Docker, Dockerd, assert_nothing_left, docker, docker_answers,
+                       random_subnet, wait_docker)
 from test_driver_basics import assert_inspect_matches, ping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = "pycni-base:local"
 # debootstrap (about 30 s), then docker build with apt-get (a few minutes on a slow mirror).
 MAKE_TIMEOUT = 1800
-DOCKERD_LOG = "/var/log/dockerd.log"  # scripts/start-dockerd.sh's, if stderr is not a file
 
 
 def _version():
@@ -38,100 +35,6 @@ def make(*args):
     assert proc.returncode == 0, (f"make {' '.join(args)} failed ({proc.returncode}):\n"
                                   f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc.stdout
-
-
-def _comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _dockerd_pid():
-    try:
-        with open("/var/run/docker.pid") as f:
-            pid = int(f.read().strip())
-        if _comm(pid) == "dockerd":
-            return pid
-    except (OSError, ValueError):
-        pass
-    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _comm(p) == "dockerd"]
-    assert len(pids) == 1, f"expected one dockerd process, found {pids}"
-    return pids[0]
-
-
-def docker_answers():
-    return subprocess.run([DOCKER, "info"], capture_output=True, timeout=60).returncode == 0
-
-
-def wait_docker(timeout=120):
-    deadline = time.monotonic() + timeout
-    while not docker_answers():
-        assert time.monotonic() < deadline, f"dockerd does not answer after {timeout} s"
-        time.sleep(0.5)
-
-
-class Dockerd:
-    """The running dockerd, and how it was started, to restart it the same way."""
-
-    def __init__(self):
-        self.pid = _dockerd_pid()
-        with open(f"/proc/{self.pid}/cgroup") as f:
-            self.systemd = "docker.service" in f.read() and shutil.which("systemctl") is not None
-        with open(f"/proc/{self.pid}/cmdline", "rb") as f:
-            self.argv = [a.decode() for a in f.read().split(b"\0") if a]
-        with open(f"/proc/{self.pid}/environ", "rb") as f:
-            self.env = dict(e.decode().split("=", 1) for e in f.read().split(b"\0") if b"=" in e)
-        self.exe = os.readlink(f"/proc/{self.pid}/exe")
-        self.cwd = os.readlink(f"/proc/{self.pid}/cwd")
-        # Its log: the file its stderr goes to (a restart appends to it).
-        stderr = os.readlink(f"/proc/{self.pid}/fd/2")
-        self.log_path = stderr if os.path.isfile(stderr) else DOCKERD_LOG
-
-    def restart(self):
-        if self.systemd:
-            subprocess.run(["systemctl", "restart", "docker"], check=True, timeout=300)
-        else:
-            self.stop()
-            self.start()
-        wait_docker()
-        self.pid = _dockerd_pid()
-
-    def stop(self, timeout=120):
-        os.kill(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(self.pid):
-            assert time.monotonic() < deadline, f"dockerd did not exit {timeout} s after SIGTERM"
-            time.sleep(0.2)
-
-    def start(self):
-        if self.systemd:
-            subprocess.run(["systemctl", "start", "docker"], check=True, timeout=300)
-            return
-        with open(self.log_path, "ab") as log:
-            subprocess.Popen(self.argv, executable=self.exe, env=self.env, cwd=self.cwd,
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-
-    def log_text(self):
-        if self.systemd:
-            return subprocess.run(["journalctl", "-u", "docker", "-n", "3000", "--no-pager"],
-                                  capture_output=True, text=True).stdout
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, os.path.getsize(self.log_path) - 2_000_000))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
 
 
 def plugin_enabled():

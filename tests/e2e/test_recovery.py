@@ -11,10 +11,9 @@ import time
 import pytest
 
 import support
-from dockerlib import (IMAGE, settle, Docker, PycniServer, assert_nothing_left, docker, endpoint_ids,
-                       inspect_net, random_subnet, restart_dockerd, start_dockerd, stop_dockerd,
-                       dockerd_cmdline)
-from test_driver_basics import assert_inspect_matches
+from dockerlib import (DOCKER, IMAGE, Docker, Dockerd, PycniServer, assert_nothing_left, docker,
+                       docker_answers, endpoint_ids, inspect_net, random_subnet, settle)
+from test_driver_basics import assert_inspect_matches, ping
 
 
 @pytest.fixture
@@ -58,7 +57,7 @@ def running_on(network):
     return {v["Name"]: v for v in (json.loads(out) or {}).values()}
 
 
-def assert_consistent(server, networks):
+def assert_consistent(dk, server, networks):
     """Everything pycni holds is exactly what live containers use."""
     settle(server)
     live_eps = set()
@@ -70,7 +69,7 @@ def assert_consistent(server, networks):
         names = sorted(members)
         for a in names[:1]:
             for b in names[1:]:
-                ping(None, a, members[b]["IPv4Address"].split("/")[0])
+                ping(dk, a, members[b]["IPv4Address"].split("/")[0])
     netns = {n[len("pycni-"):] for n in support.netns_names() if n.startswith("pycni-")}
     assert netns == live_eps
     cache = os.path.join(server.state_dir, "cni", "results")
@@ -83,11 +82,6 @@ def assert_consistent(server, networks):
     assert ids <= live_eps, f"iptables rules of dead endpoints: {ids - live_eps}"
 
 
-def ping(_, container, target):  # noqa: F811  (test_driver_basics' ping, without a Docker)
-    out = docker("exec", container, "ping", "-c", "1", "-W", "3", target, check=False)
-    assert out.returncode == 0, f"{container} cannot reach {target}"
-
-
 def test_plugin_restart_loses_nothing(own_pycni):
     server, dk = own_pycni
     subnet = random_subnet()
@@ -96,13 +90,13 @@ def test_plugin_restart_loses_nothing(own_pycni):
     server.stop()  # SIGTERM: a clean restart
     server.start()
     b = dk.run("b", net)
-    ping(None, a, b)
+    ping(dk, a, b)
     kill9(server)  # and a brutal one
     server.start()
     n2 = dk.network("rs2", "--subnet", random_subnet())
     docker("network", "connect", n2, a)
     c = dk.run("c", net)
-    ping(None, c, a)
+    ping(dk, c, a)
     docker("rm", "-f", a, b, c)
     ids = [dk.network_id(net), dk.network_id(n2)]
     dk.rm_network(net)
@@ -130,7 +124,7 @@ def test_chaos_kill9_during_container_churn(own_pycni):
     for i in range(50):
         name = dk.name(f"c{i}")
         dk.containers.append(name)
-        run = subprocess.Popen([support_docker(), "run", "-d", "--name", name, "--network",
+        run = subprocess.Popen([DOCKER, "run", "-d", "--name", name, "--network",
                                 rnd.choice(nets), IMAGE, "sleep", "3600"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         kills += maybe_kill(0.4)
@@ -141,7 +135,7 @@ def test_chaos_kill9_during_container_churn(own_pycni):
             docker("rm", "-f", name, check=False)
         if len(alive) > 4:
             victim = alive.pop(rnd.randrange(len(alive)))
-            rm = subprocess.Popen([support_docker(), "rm", "-f", victim],
+            rm = subprocess.Popen([DOCKER, "rm", "-f", victim],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             kills += maybe_kill(0.3)
             rm.wait(120)
@@ -151,7 +145,7 @@ def test_chaos_kill9_during_container_churn(own_pycni):
     with open(os.path.join(os.environ.get("PYCNI_REPORT_DIR", "/tmp"), "pycni-chaos.txt"),
               "w") as f:
         f.write(f"cycles=50 kills={kills} failed_runs={failed_runs} {report}\n")
-    assert_consistent(server, nets)
+    assert_consistent(dk, server, nets)
     dk.cleanup()
     assert_consistent_empty(server)
 
@@ -163,40 +157,36 @@ def assert_consistent_empty(server):
     assert support.ip_files(os.path.join(server.state_dir, "ipam")) == []
 
 
-def support_docker():
-    from dockerlib import DOCKER
-    return DOCKER
-
-
 def test_dockerd_restart_and_live_restore(own_pycni):
     server, dk = own_pycni
     subnet = random_subnet()
     net = dk.network("dr", "--subnet", subnet)
     a = dk.run("a", net, "--restart", "always")
-    original = dockerd_cmdline()
+    dockerd = Dockerd()
+    live_restore = [dockerd.argv[0], "--live-restore"] + dockerd.argv[1:]
     try:
-        restart_dockerd(original)
+        dockerd.restart()
         wait_running(a)
         info = assert_inspect_matches(dk, a, net)
-        ping(None, a, info["Gateway"])
+        ping(dk, a, info["Gateway"])
         # --live-restore: the container keeps running, nothing is redone; on a network
         # with pycni's IPAM, Docker replays RequestPool/RequestAddress, which must pass.
-        restart_dockerd([original[0], "--live-restore"] + original[1:])
+        dockerd.restart(live_restore)
         ipam_net = dk.network("drl", "--ipam-driver", server.name, "--subnet", random_subnet())
         b = dk.run("b", net)
         c = dk.run("c", ipam_net)
         before = endpoint_ids(b) | endpoint_ids(c)
-        restart_dockerd([original[0], "--live-restore"] + original[1:])
+        dockerd.restart(live_restore)
         assert docker("inspect", "-f", "{{.State.Running}}", b) == "true"
         assert endpoint_ids(b) | endpoint_ids(c) == before
-        ping(None, b, a)
+        ping(dk, b, a)
         # Docker's IPAM state came back from the replay: a new container gets a new address.
         d = dk.run("d", ipam_net)
         assert inspect_net(d, ipam_net)["IPAddress"] != inspect_net(c, ipam_net)["IPAddress"]
-        ping(None, d, c)
+        ping(dk, d, c)
     finally:
-        if dockerd_cmdline() != original:
-            restart_dockerd(original)
+        if dockerd.running_argv() != dockerd.argv:
+            dockerd.restart()
     dk.cleanup()
 
 
@@ -220,10 +210,10 @@ def test_reboot_emulation(own_pycni):
     b = dk.run("b", net)
     old_ips = hostlocal_ips(server, net)
     assert len(old_ips) == 2
-    original = dockerd_cmdline()
+    dockerd = Dockerd()
     kill9(server)
     try:
-        stop_dockerd(timeout=120)  # plugin down: endpoints dropped without DeleteEndpoint
+        dockerd.stop(timeout=120)  # plugin down: endpoints dropped without DeleteEndpoint
         # What a reboot takes with it: namespaces, links, this network's rules, /run.
         for ns in support.netns_names():
             if ns.startswith("pycni-"):
@@ -232,31 +222,23 @@ def test_reboot_emulation(own_pycni):
             if link.startswith("pyc") or link == f"pc-{nid[:12]}" or link.startswith("veth"):
                 support.run("ip", "link", "del", link, check=False)
         for table in ("nat", "filter"):
-            for ln in support.run("iptables-save", "-t", table).stdout.splitlines():
-                if ln.startswith("-A ") and (f"pycni-{nid[:12]}" in ln or
-                                             subnet.rsplit(".", 1)[0] + "." in ln):
-                    subprocess.run(["iptables", "-t", table, "-D"] + _split(ln[3:]),
-                                   capture_output=True)
+            support.delete_rules(table, lambda ln: f"pycni-{nid[:12]}" in ln
+                                 or subnet.rsplit(".", 1)[0] + "." in ln)
         if os.path.exists(server.socket):
             os.unlink(server.socket)
         os.environ["PYCNI_BOOT_ID"] = "emulated-" + dk.tag
         server.start()  # a legacy plugin starts before dockerd
     finally:
         os.environ.pop("PYCNI_BOOT_ID", None)
-        if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-            start_dockerd(original)
+        if not docker_answers():
+            dockerd.start()
     wait_running(a)
     # The stale allocations were released: only the restarted container holds one.
     assert hostlocal_ips(server, net) == {inspect_net(a, net)["IPAddress"]}
     settle(server)
     docker("start", b)
     wait_running(b)
-    ping(None, a, b)
-    assert_consistent(server, [net])
+    ping(dk, a, b)
+    assert_consistent(dk, server, [net])
     dk.cleanup()
     assert_nothing_left(server, [nid], [subnet])
-
-
-def _split(rule):
-    import shlex
-    return shlex.split(rule)
