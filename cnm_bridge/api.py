@@ -15,6 +15,7 @@ from cni_runner import CNIError
 
 from . import protocol as p
 from .errors import DriverError
+from . import netlink
 from .netlink import NetlinkOpError
 
 log = logging.getLogger(__name__)
@@ -154,17 +155,22 @@ def create_app(driver, ipam):
     @app.before_request
     def start_timer():
         g.started = time.monotonic()
+        netlink.reset_move_seconds()
         if runtime is not None:
             runtime.reset_exec_seconds()
 
     @app.after_request
     def log_call(response):
-        # Total time and the part spent in CNI plugin executables: the rest is pycni's own.
+        # Total time, the part spent in CNI plugin executables and the part the
+        # kernel took to move links between netns: the rest is pycni's own.
         ms = (time.monotonic() - g.get("started", time.monotonic())) * 1000
         cni_ms = runtime.exec_seconds() * 1000 if runtime is not None else 0.0
-        log.debug("%s %s %.1f ms (CNI %.1f ms)", request.path, response.status_code, ms, cni_ms)
+        move_ms = netlink.move_seconds() * 1000
+        log.debug("%s %s %.1f ms (CNI %.1f ms, netns move %.1f ms)", request.path,
+                  response.status_code, ms, cni_ms, move_ms)
         response.headers["X-Pycni-Ms"] = f"{ms:.2f}"
         response.headers["X-Pycni-Cni-Ms"] = f"{cni_ms:.2f}"
+        response.headers["X-Pycni-Move-Ms"] = f"{move_ms:.2f}"
         return response
 
     @app.errorhandler(Exception)

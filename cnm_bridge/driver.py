@@ -12,7 +12,7 @@ import shutil
 
 from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from_dict, load_by_name
 
-from . import isolation, netlink, ports, translate
+from . import isolation, masquerade, netlink, ports, translate
 from .errors import DriverError, NotFound, UnsupportedOption
 from .bootid import current_boot_id
 from .deleter import Deleter, Pending
@@ -65,20 +65,22 @@ class Driver:
             self.runtime.validate(conflist)
         except CNIError as e:
             raise DriverError(str(e)) from None
-        isolated = translate.isolated_bridge(plan, raw)
-        if isolated:
-            try:
-                isolation.isolate(isolated, req.network_id, req.ipv6)
-            except isolation.IsolationError as e:
-                raise DriverError(str(e)) from None
         owned = [p["bridge"] for p in raw["plugins"]
                  if p.get("type") == "bridge" and p.get("bridge")
                  and not netlink.link_exists(p["bridge"])]
-        self.store.add_network(Network(
+        net = Network(
             id=req.network_id, cni_name=conflist.name, mode=plan.mode, conflist=raw,
             internal=req.internal, ipam=ipam_mode, owned_links=owned,
             ipam_dir=self.settings.ipam_dir if plan.mode == "generated" else "",
-            isolated_bridge=isolated, ipv6=req.ipv6))
+            isolated_bridge=translate.isolated_bridge(plan, raw), ipv6=req.ipv6,
+            masquerade=translate.masquerade_for(plan, raw, req.ipv4_data, req.ipv6_data,
+                                                req.internal))
+        try:
+            self.install_host_rules(net)
+            self.store.add_network(net)
+        except Exception:
+            self._remove_host_rules(net)
+            raise
         log.info("network %s: CNI network %s (%s)", req.network_id[:12], conflist.name,
                  plan.mode)
         return {}
@@ -94,13 +96,32 @@ class Driver:
                 log.warning("network %s: bridge %s still has ports; kept", net.id[:12], link)
             elif netlink.link_exists(link) and not self._link_used_elsewhere(link, net.id):
                 netlink.delete_link(link)
-        if net.isolated_bridge:
-            isolation.release(net.isolated_bridge, net.id, net.ipv6)
+        self._remove_host_rules(net)
         if net.mode == "generated" and net.ipam_dir:
             shutil.rmtree(os.path.join(net.ipam_dir, net.cni_name), ignore_errors=True)
         self.store.delete_network(net.id)
         log.info("network %s deleted", net.id[:12])
         return {}
+
+    def install_host_rules(self, net):
+        """The network's own iptables rules (isolation, masquerade); idempotent.
+
+        Also run at start: iptables rules do not survive a reboot, the store does.
+        """
+        try:
+            if net.isolated_bridge:
+                isolation.isolate(net.isolated_bridge, net.id, net.ipv6)
+            if net.masquerade:
+                masquerade.install(net.masquerade["bridge"], net.masquerade["subnets"],
+                                   net.cni_name)
+        except (isolation.IsolationError, masquerade.MasqueradeError) as e:
+            raise DriverError(str(e)) from None
+
+    def _remove_host_rules(self, net):
+        if net.isolated_bridge:
+            isolation.release(net.isolated_bridge, net.id, net.ipv6)
+        if net.masquerade:
+            masquerade.remove(net.masquerade["bridge"], net.masquerade["subnets"], net.cni_name)
 
     def _link_used_elsewhere(self, link, network_id):
         return any(link in n.owned_links or any(p.get("bridge") == link
@@ -354,7 +375,8 @@ class Driver:
             # addresses it finds on the link there.
             path = netlink.create_netns(netns)
         try:
-            netlink.take_back(netns, tmpname, IFNAME, addresses)
+            if translate.del_needs_link(conflist.raw):
+                netlink.take_back(netns, tmpname, IFNAME, addresses)
         except Exception as e:
             log.warning("attachment %s: could not restore its link before DEL: %s",
                         container_id[:12], e)

@@ -11,6 +11,7 @@ import errno
 import ipaddress
 import os
 import threading
+import time
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -21,6 +22,24 @@ MS_BIND = 4096
 MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_moves = threading.local()
+
+
+def move_seconds():
+    """Seconds this thread spent moving links between netns since the last reset.
+
+    A move waits for an RCU grace period in the kernel (15-40 ms here, whatever
+    the link), so pycni's timing headers report it apart from its own work.
+    """
+    return getattr(_moves, "seconds", 0.0)
+
+
+def reset_move_seconds():
+    _moves.seconds = 0.0
+
+
+def _account_move(seconds):
+    _moves.seconds = move_seconds() + seconds
 
 
 class NetlinkOpError(Exception):
@@ -119,15 +138,25 @@ def _lookup(ipr, ifname):
     return found[0] if found else None
 
 
+def _get_link(ipr, ifname):
+    """The link called ifname, or None: one RTM_GETLINK, no dump of every link."""
+    try:
+        return ipr.link("get", ifname=ifname)[0]
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            return None
+        raise
+
+
 def _hand_out(ipr, ifname, tmpname, host_pid):
-    idx = _lookup(ipr, ifname)
-    if idx is None:
+    link = _get_link(ipr, ifname)
+    if link is None:
         raise NetlinkOpError(f"CNI created no interface {ifname!r} in the scratch netns")
-    mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
     # One message: the kernel renames while it moves (and a move takes the link
     # down). Each netns move costs milliseconds of RCU sync, so no extra steps.
-    ipr.link("set", index=idx, ifname=tmpname, net_ns_pid=host_pid)
-    return mac
+    started = time.perf_counter()
+    ipr.link("set", index=link["index"], ifname=tmpname, net_ns_pid=host_pid)
+    return link.get_attr("IFLA_ADDRESS"), time.perf_counter() - started
 
 
 def hand_out(netns_name, ifname, tmpname):
@@ -135,7 +164,9 @@ def hand_out(netns_name, ifname, tmpname):
 
     Docker then moves it into the sandbox at Join. Returns its MAC address.
     """
-    return in_netns(netns_name, _hand_out, ifname, tmpname, os.getpid())
+    mac, seconds = in_netns(netns_name, _hand_out, ifname, tmpname, os.getpid())
+    _account_move(seconds)
+    return mac
 
 
 def _take_back(ipr, tmpname, ifname, addresses):

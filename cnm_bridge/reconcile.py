@@ -14,8 +14,9 @@ import time
 
 from cni_runner import CNIError
 
-from . import isolation, netlink, translate
+from . import netlink, translate
 from .bootid import current_boot_id
+from .errors import DriverError
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,13 @@ class Reconciler:
         its netns is gone, so a crash never orphans them, and another pycni on
         the same host (another state dir) keeps its own.
         """
-        report = {"isolation": 0, "half_made": 0, "lost": 0, "orphan_attachments": 0,
+        report = {"host_rules": 0, "half_made": 0, "lost": 0, "orphan_attachments": 0,
                   "errors": 0}
         with self.lock:
             for net in self.store.networks():
-                if net.isolated_bridge:
+                if net.isolated_bridge or net.masquerade:
                     # iptables rules do not survive a reboot; the record does.
-                    self._try(report, "isolation", isolation.isolate, net.isolated_bridge,
-                              net.id, net.ipv6)
+                    self._try(report, "host_rules", self.driver.install_host_rules, net)
             for ep in self.store.endpoints():
                 if ep.state in ("creating", "deleting") and \
                         ep.created_unix <= time.time() - min_age:
@@ -102,7 +102,7 @@ class Reconciler:
         try:
             fn(*args)
             report[key] += 1
-        except (CNIError, netlink.NetlinkOpError, isolation.IsolationError, OSError) as e:
+        except (CNIError, DriverError, netlink.NetlinkOpError, OSError) as e:
             report["errors"] += 1
             log.warning("reconcile: %s failed: %s", key, e)
 

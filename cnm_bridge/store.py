@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS networks (
     ipam_dir TEXT NOT NULL DEFAULT '',
     isolated_bridge TEXT NOT NULL DEFAULT '',
     ipv6 INTEGER NOT NULL DEFAULT 0,
+    masquerade TEXT NOT NULL DEFAULT '{}',
     created REAL NOT NULL DEFAULT (julianday('now'))
 );
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -64,6 +65,7 @@ class Network:
     ipam_dir: str = ""
     isolated_bridge: str = ""
     ipv6: bool = False
+    masquerade: dict = field(default_factory=dict)  # {"bridge":..., "subnets": [...]} or {}
 
 
 @dataclass
@@ -94,9 +96,17 @@ class Store:
         os.chmod(path, 0o600)
         self._local = threading.local()
         self._conn().db.executescript(SCHEMA)
+        self._migrate()
         for suffix in ("-wal", "-shm"):
             if os.path.exists(path + suffix):
                 os.chmod(path + suffix, 0o600)
+
+    def _migrate(self):
+        """Columns added after a release: old stores gain them with their defaults."""
+        db = self._conn().db
+        have = {r["name"] for r in db.execute("PRAGMA table_info(networks)")}
+        if "masquerade" not in have:
+            db.execute("ALTER TABLE networks ADD COLUMN masquerade TEXT NOT NULL DEFAULT '{}'")
 
     def _conn(self):
         db = getattr(self._local, "db", None)
@@ -116,9 +126,10 @@ class Store:
         with self._conn() as db:
             db.execute(
                 "INSERT INTO networks (id, cni_name, mode, conflist, internal, ipam, owned_links,"
-                " ipam_dir, isolated_bridge, ipv6) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " ipam_dir, isolated_bridge, ipv6, masquerade) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (n.id, n.cni_name, n.mode, json.dumps(n.conflist), int(n.internal), n.ipam,
-                 json.dumps(n.owned_links), n.ipam_dir, n.isolated_bridge, int(n.ipv6)))
+                 json.dumps(n.owned_links), n.ipam_dir, n.isolated_bridge, int(n.ipv6),
+                 json.dumps(n.masquerade)))
 
     def get_network(self, network_id):
         with self._conn() as db:
@@ -235,7 +246,7 @@ def _network(row):
                    conflist=json.loads(row["conflist"]), internal=bool(row["internal"]),
                    ipam=row["ipam"], owned_links=json.loads(row["owned_links"]),
                    ipam_dir=row["ipam_dir"], isolated_bridge=row["isolated_bridge"],
-                   ipv6=bool(row["ipv6"]))
+                   ipv6=bool(row["ipv6"]), masquerade=json.loads(row["masquerade"]))
 
 
 def _endpoint(row):

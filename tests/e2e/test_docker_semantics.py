@@ -3,7 +3,7 @@
 import secrets
 
 import support
-from dockerlib import assert_nothing_left, docker, docker_fails, random_subnet
+from dockerlib import assert_nothing_left, docker, docker_fails, inspect_net, random_subnet
 from test_driver_basics import assert_inspect_matches, ping
 
 
@@ -28,6 +28,7 @@ def check_dual_stack(dk, net, subnet6):
     ping6(dk, b, info["GlobalIPv6Address"])
     ping6(dk, a, info["IPv6Gateway"])
     ping(dk, a, b)
+    assert [r for r in masquerade_rules("ip6tables") if f"-s {subnet6} " in r]
     docker("rm", "-f", a, b)
 
 
@@ -68,6 +69,48 @@ def test_ip_and_mac_address_with_default_ipam(dk, pycni):
     docker("rm", "-f", a, b)
     dk.rm_network(net)
     assert_nothing_left(pycni, [nid], [subnet])
+
+
+def masquerade_rules(cmd="iptables"):
+    return [ln for ln in support.run(cmd + "-save", "-t", "nat").stdout.splitlines()
+            if "MASQUERADE" in ln and "pycni-" in ln]
+
+
+def test_zero_config_network_masquerades_per_network(dk, pycni):
+    """Outbound traffic leaves with the host's address: one rule per network, none per container.
+
+    The "outside" is a netns this test makes, reachable from the host over a veth
+    and with no route back to the container subnet, so only a masqueraded ping
+    gets its answer.
+    """
+    subnet = random_subnet()
+    net = dk.network("masq", "--subnet", subnet)
+    nid = dk.network_id(net)
+    outside, veth = f"pyct-out-{dk.tag}", f"pvo{dk.tag}"
+    o = f"10.{199}.{secrets.randbelow(256)}"
+    support.run("ip", "netns", "add", outside)
+    try:
+        support.run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                    "netns", outside)
+        support.run("ip", "addr", "add", f"{o}.1/30", "dev", veth)
+        support.run("ip", "link", "set", veth, "up")
+        support.run("ip", "-n", outside, "addr", "add", f"{o}.2/30", "dev", "eth0")
+        support.run("ip", "-n", outside, "link", "set", "eth0", "up")
+        a, b = dk.run("a", net), dk.run("b", net)
+        ping(dk, a, f"{o}.2")
+        ping(dk, b, f"{o}.2")
+        rules = [r for r in masquerade_rules() if f"pycni-{nid[:12]}" in r]
+        assert rules == [f"-A POSTROUTING -s {subnet} ! -o pc-{nid[:12]} -m comment --comment "
+                         f"\"pycni-{nid[:12]} masquerade\" -j MASQUERADE"]
+        ips = [inspect_net(c, net)["IPAddress"] for c in (a, b)]
+        nat = support.run("iptables-save", "-t", "nat").stdout.splitlines()
+        assert not [ln for ln in nat if any(ip in ln for ip in ips)]  # nothing per container
+        docker("rm", "-f", a, b)
+        dk.rm_network(net)
+        assert_nothing_left(pycni, [nid], [subnet])
+    finally:
+        support.run("ip", "link", "del", veth, check=False)
+        support.run("ip", "netns", "del", outside, check=False)
 
 
 def test_internal_network(dk, pycni):

@@ -163,10 +163,10 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     first = CacheEntry("c", "eth0", "n", b"{}", result={"cniVersion": "1.0.0"})
     cache.save(first)
 
-    def broken_fsync(fd):
+    def broken_rename(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", broken_fsync)
+    monkeypatch.setattr(os, "rename", broken_rename)
     with pytest.raises(OSError):
         cache.save(CacheEntry("c", "eth0", "n", b"{}", result=None))
     monkeypatch.undo()

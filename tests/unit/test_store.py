@@ -71,7 +71,8 @@ def test_relative_path(tmp_path, monkeypatch):
 
 def test_network_round_trip(store):
     n = network(internal=True, ipam="pycni", owned_links=["pc-3f3f3f3f3f3f"],
-                ipam_dir="/var/lib/pycni/ipam")
+                ipam_dir="/var/lib/pycni/ipam",
+                masquerade={"bridge": "pc-3f3f3f3f3f3f", "subnets": ["10.5.0.0/16"]})
     store.add_network(n)
     assert store.get_network(NID) == n
     assert store.get_network(NID2) is None
@@ -81,7 +82,27 @@ def test_network_defaults(store):
     store.add_network(network())
     got = store.get_network(NID)
     assert got.internal is False and got.ipam == "docker" and got.owned_links == []
-    assert got.ipam_dir == "" and got.conflist == CONF
+    assert got.ipam_dir == "" and got.conflist == CONF and got.masquerade == {}
+
+
+def test_store_of_an_older_release_gains_new_columns(tmp_path):
+    import sqlite3
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path)
+    # The networks table as the first release made it: no masquerade column.
+    db.executescript("""CREATE TABLE networks (id TEXT PRIMARY KEY, cni_name TEXT NOT NULL,
+        mode TEXT NOT NULL, conflist TEXT NOT NULL, internal INTEGER NOT NULL DEFAULT 0,
+        ipam TEXT NOT NULL DEFAULT 'docker', owned_links TEXT NOT NULL DEFAULT '[]',
+        ipam_dir TEXT NOT NULL DEFAULT '', isolated_bridge TEXT NOT NULL DEFAULT '',
+        ipv6 INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL DEFAULT (julianday('now')));""")
+    db.execute("INSERT INTO networks (id, cni_name, mode, conflist) VALUES (?,?,?,?)",
+               (NID, "pycni-" + NID[:12], "generated", '{"plugins": []}'))
+    db.commit()
+    db.close()
+    s = Store(path)
+    assert s.get_network(NID).masquerade == {}
+    s.add_network(network(NID2, masquerade={"bridge": "b", "subnets": ["10.6.0.0/16"]}))
+    assert s.get_network(NID2).masquerade["subnets"] == ["10.6.0.0/16"]
 
 
 def test_networks_list_in_insertion_order_and_delete(store):

@@ -200,7 +200,10 @@ def test_generate_bridge_default():
     assert [p["type"] for p in conf["plugins"]] == ["bridge", "portmap", "firewall"]
     br, portmap, fw = conf["plugins"]
     assert br["bridge"] == "pc-" + NID[:12] and len(br["bridge"]) <= 15
-    assert br["isGateway"] is True and br["ipMasq"] is True and br["hairpinMode"] is True
+    # Masquerade is on, as one pycni rule per network rather than the plugin's per container.
+    assert br["isGateway"] is True and br["ipMasq"] is False and br["hairpinMode"] is True
+    assert t.masquerade_for(t.plan_network({}), conf, V4, [], False) == {
+        "bridge": "pc-" + NID[:12], "subnets": ["10.50.0.0/16"]}
     assert "mtu" not in br
     assert br["ipam"] == {"type": "host-local", "dataDir": IPAM_DIR,
                           "ranges": [[{"subnet": "10.50.0.0/16", "gateway": "10.50.0.254"}]],
@@ -215,6 +218,7 @@ def test_generate_internal():
     assert "portmap" not in types
     br = types["bridge"]
     assert br["isGateway"] is False and br["ipMasq"] is False
+    assert t.masquerade_for(t.plan_network({}), conf, V4, V6, True) == {}
     assert "routes" not in br["ipam"]
     assert "firewall" in types
 
@@ -242,6 +246,40 @@ def test_generate_mtu_and_masquerade_false():
     br = conf["plugins"][0]
     assert br["mtu"] == 1400 and br["ipMasq"] is False and br["bridge"] == "br-test"
     assert br["isGateway"] is True
+    plan = t.plan_network({"com.docker.network.bridge.enable_ip_masquerade": "false"})
+    assert t.masquerade_for(plan, conf, V4, [], False) == {}
+
+
+def test_masquerade_for_dual_stack_and_custom_bridge_name():
+    plan = t.plan_network({"com.docker.network.bridge.name": "br-x"})
+    conf = gen({"com.docker.network.bridge.name": "br-x"}, v6=V6)
+    assert t.masquerade_for(plan, conf, V4, V6, False) == {
+        "bridge": "br-x", "subnets": ["10.50.0.0/16", "fd50::/64"]}
+
+
+def test_masquerade_for_is_only_for_generated_bridges():
+    # A named conflist masquerades (or not) as its plugins say; ptp keeps the plugin's own.
+    assert t.masquerade_for(t.plan_network({"cni.network": "n"}),
+                            {"plugins": [{"type": "bridge", "bridge": "b"}]}, V4, [], False) == {}
+    plan = t.plan_network({"cni.type": "ptp"})
+    assert t.masquerade_for(plan, gen({"cni.type": "ptp"}), V4, [], False) == {}
+
+
+@pytest.mark.parametrize("plugins, needed", [
+    ([{"type": "bridge", "ipMasq": False}, {"type": "portmap"}, {"type": "firewall"}], False),
+    ([{"type": "bridge"}, {"type": "firewall"}], False),
+    ([{"type": "bridge", "ipMasq": True}, {"type": "firewall"}], True),  # finds its addresses
+    ([{"type": "ptp", "ipMasq": True}], True),
+    ([{"type": "ptp"}], False),
+    ([{"type": "macvlan"}], True),  # unknown to pycni: assumed to need it
+    ([{"type": "bridge"}, {"type": "tuning"}], True),
+])
+def test_del_needs_link(plugins, needed):
+    assert t.del_needs_link({"plugins": plugins}) is needed
+
+
+def test_generated_bridge_list_needs_no_link_at_del():
+    assert t.del_needs_link(gen(v6=V6)) is False
 
 
 @pytest.mark.parametrize("kind", ["macvlan", "ipvlan"])
