@@ -50,15 +50,23 @@ def main(argv=None):
         print(e, file=sys.stderr)
         return 2
     if opts.command == "serve":
-        from .app import make_app
         from .server import serve
-        serve(s, lambda: make_app(s))
+        serve(s, _app_factory(s))
         return 0
     if opts.command == "ports":
         from .portlist import print_ports
         return print_ports(s)
     from .reconcile import run_once
     return run_once(s, opts.min_age)
+
+
+def _app_factory(s):
+    def factory():
+        # Imported in gunicorn's worker only: the master, which just watches the
+        # worker, then stays at a third of the memory.
+        from .app import make_app
+        return make_app(s)
+    return factory
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Serving the Flask app with gunicorn on the plugin unix socket.
 
 One worker process with threads: state lives in SQLite and CNI's file locks,
-so threads are safe, and one process keeps memory small. The app is loaded
-before the socket is bound (preload), so the socket appears only once pycni
-can answer; umask 077 makes it root-only.
+so threads are safe, and one process keeps memory small. The app is loaded in
+the worker only (no preload): the master stays small, and the worker accepts
+its first connection after reconciliation, so a call Docker makes early waits
+in the socket's backlog rather than meeting half-made state. umask 077 makes
+the socket root-only.
 """
 
 import logging
@@ -22,7 +24,8 @@ class _Server(BaseApplication):
 
     def load_config(self):
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # newer gunicorns add settings (control_socket_*)
+                self.cfg.set(key, value)
 
     def load(self):
         return self.factory()
@@ -58,7 +61,7 @@ def serve(settings, factory, threads=16):
         "worker_class": "gthread",
         "threads": threads,
         "umask": 0o077,
-        "preload_app": True,
+        "preload_app": False,
         # A CNI call may legitimately take up to the plugin timeout, per plugin.
         "timeout": int(settings.plugin_timeout * 4 + 30),
         "graceful_timeout": 30,
@@ -68,5 +71,7 @@ def serve(settings, factory, threads=16):
         "proc_name": "pycni",
         "post_worker_init": _start_reconciler(settings),
         "worker_exit": lambda server, worker: _drain_deleter(worker),
+        # gunicorn 25+ would open a root control socket in $HOME/.gunicorn.
+        "control_socket_disable": True,
     }
     _Server(factory, options).run()
