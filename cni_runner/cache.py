@@ -86,6 +86,7 @@ class ResultCache:
     def __init__(self, root):
         self.root = root
         self.dir = os.path.join(root, "results")
+        self._dir_ready = False
 
     def path(self, network, container_id, ifname):
         return os.path.join(self.dir, f"{network}-{container_id}-{ifname}")
@@ -100,13 +101,18 @@ class ResultCache:
         os.chmod(self.dir, 0o700)
 
     def save(self, entry):
-        self._ensure_dir()
         final = self.path(entry.network_name, entry.container_id, entry.ifname)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.dir)
+        if not self._dir_ready:  # once per instance: two syscalls less per save
+            self._ensure_dir()
+            self._dir_ready = True
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.dir)  # mode 0600
+        except FileNotFoundError:  # removed under us
+            self._ensure_dir()
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.dir)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(entry.to_json())
-            os.chmod(tmp, 0o600)
             os.rename(tmp, final)
         except BaseException:
             try:

@@ -169,7 +169,8 @@ class Driver:
             result = self.runtime.add(conflist, RuntimeConf(ep.id, path, IFNAME, args, caps))
             translate.check_addresses(net.cni_name, req.address, req.address6,
                                       translate.container_ips(result))
-            ep.mac = netlink.hand_out(ep.netns, IFNAME, ep.tmp_ifname)
+            ep.mac = netlink.hand_out(ep.netns, IFNAME, ep.tmp_ifname,
+                                      translate.container_mac(result))
             ep.result, ep.state = result, "ready"
             self.store.update_endpoint(ep)
         except Exception:

@@ -352,6 +352,14 @@ def container_ips(result, ifname=CONTAINER_IFNAME):
     return out
 
 
+def container_mac(result, ifname=CONTAINER_IFNAME):
+    """The MAC the result reports for the container interface, or None."""
+    for f in result.get("interfaces") or []:
+        if f.get("name") == ifname and f.get("sandbox") and f.get("mac"):
+            return f["mac"].lower()
+    return None
+
+
 def _gateways(result):
     gws = {}
     for ipc in result.get("ips") or []:

@@ -152,3 +152,21 @@ def test_create_endpoint_replay_returns_same_answer(stack):
     assert len(store.endpoints()) == 1
     driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
     assert_clean(settings, nid, sn)
+
+
+def test_hand_out_reads_the_mac_or_refuses_clearly(host):
+    """The bare-netlink move: a name taken on the host and a missing link are errors that
+    say so; without a MAC from CNI the link's own is read."""
+    import secrets
+    ns = host.add_netns("pyct-ho")
+    netlink.in_netns(ns, lambda ipr: ipr.link("add", ifname="eth0", kind="veth", peer="peer0"))
+    taken, free = ("pyct" + secrets.token_hex(4) for _ in range(2))
+    host.links += [taken, free]
+    support.run("ip", "link", "add", taken, "type", "veth", "peer", "name", taken + "p")
+    with pytest.raises(netlink.NetlinkOpError, match="File exists"):
+        netlink.hand_out(ns, "eth0", taken)
+    mac = netlink.hand_out(ns, "eth0", free)
+    shown = support.run("ip", "-o", "link", "show", free).stdout
+    assert mac and f"link/ether {mac} " in shown and "state DOWN" in shown
+    with pytest.raises(netlink.NetlinkOpError, match="no interface 'eth0'"):
+        netlink.hand_out(ns, "eth0", "pyctgone")
