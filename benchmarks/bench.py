@@ -55,7 +55,8 @@ def summary(values):
 
 def fmt_ms(values):
     med, p10, p90 = summary(values)
-    return f"{med * 1000:.0f} ms ({p10 * 1000:.0f}-{p90 * 1000:.0f})"
+    digits = 1 if med < 0.01 else 0  # the small per-call times need their decimal
+    return f"{med * 1000:.{digits}f} ms ({p10 * 1000:.{digits}f}-{p90 * 1000:.{digits}f})"
 
 
 def memory_mb(pid):

@@ -13,7 +13,7 @@ import base64
 import json
 import logging
 import os
-import tempfile
+import threading
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -105,14 +105,21 @@ class ResultCache:
         if not self._dir_ready:  # once per instance: two syscalls less per save
             self._ensure_dir()
             self._dir_ready = True
+        # A name no other writer uses (process and thread), made 0600 from the start.
+        tmp = os.path.join(self.dir, f".tmp-{os.getpid()}-{threading.get_ident()}")
+        data = entry.to_json()
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.dir)  # mode 0600
-        except FileNotFoundError:  # removed under us
-            self._ensure_dir()
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(entry.to_json())
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:  # the dir was removed under us
+                self._ensure_dir()
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
             os.rename(tmp, final)
         except BaseException:
             try:

@@ -85,7 +85,8 @@ def validate(res):
 
 def normalize(raw, default_version):
     """Any version's result (dict or JSON bytes) -> validated canonical dict."""
-    if isinstance(raw, (bytes, str)):
+    fresh = isinstance(raw, (bytes, str))  # parsed here: ours to change, no copy needed
+    if fresh:
         try:
             raw = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
@@ -102,7 +103,7 @@ def normalize(raw, default_version):
     if parsed < (0, 3, 0):
         res = _from_020(raw)
     else:
-        res = copy.deepcopy(raw)
+        res = raw if fresh else copy.deepcopy(raw)
         for ipc in res.get("ips", []) or []:
             if isinstance(ipc, dict):
                 ipc.pop("version", None)
