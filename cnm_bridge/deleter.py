@@ -9,13 +9,11 @@ endpoint asking for one of its addresses, published ports, the network's removal
 """
 
 import logging
-import os
 import queue
 import threading
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
-NICE = 10
 
 
 @dataclass(frozen=True)
@@ -46,13 +44,8 @@ class Deleter:
         self._queue.put(pending.endpoint_id)
 
     def _run(self):
-        # Background work yields the CPU to the calls Docker is waiting on: on
-        # Linux the nice value is per thread and the plugins this thread starts
-        # inherit it. (Unprivileged, lowering may fail: then it runs at par.)
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
-        except OSError:
-            pass
+        # Not niced: a DEL holds cni_runner's host-wide lock, so a slowed DEL
+        # stalls the next ADD (measured: 20 parallel runs 10% slower at nice 10).
         while True:
             endpoint_id = self._queue.get()
             try:
