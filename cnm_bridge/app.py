@@ -1,7 +1,6 @@
 """Wiring: settings -> store, CNI runtime, driver, IPAM -> Flask app."""
 
 import logging
-import os
 
 from cni_runner import CNIRuntime
 
@@ -9,16 +8,12 @@ from .api import create_app
 from .driver import Driver
 from .ipam import Ipam
 from .reconcile import Reconciler
-from .security import check_dirs
+from .security import prepare_state_dir
 from .store import Store
 
 
 def build(settings):
-    check_dirs(settings)
-    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
-    os.chmod(settings.state_dir, 0o700)
-    # Made now, private, rather than at the first ADD.
-    os.makedirs(os.path.join(settings.cni_cache_dir, "results"), mode=0o700, exist_ok=True)
+    prepare_state_dir(settings)
     store = Store(settings.db_path)
     runtime = CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
                          timeout=settings.plugin_timeout)

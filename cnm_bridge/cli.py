@@ -43,9 +43,9 @@ def main(argv=None):
     s = _settings(opts)
     logging.basicConfig(level=s.log_level.upper(),
                         format="%(asctime)s pycni %(levelname)s %(name)s: %(message)s")
-    from .security import UnsafeSetup, check_dirs
+    from .security import UnsafeSetup, check_dirs, prepare_state_dir
     try:
-        check_dirs(s)
+        prepare_state_dir(s) if opts.command == "serve" else check_dirs(s)
     except UnsafeSetup as e:
         print(e, file=sys.stderr)
         return 2

@@ -35,3 +35,16 @@ def check_dirs(settings):
                             f"run: chown root {path}")
     if problems:
         raise UnsafeSetup("pycni refuses to start: " + "; ".join(problems))
+
+
+def prepare_state_dir(settings):
+    """Check the dirs, then make the state dir and CNI's result cache in it, private.
+
+    Done by `pycni serve` before the socket exists (and again by the app), so a
+    state dir is there, root-only, whenever the socket is.
+    """
+    check_dirs(settings)
+    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    os.chmod(settings.state_dir, 0o700)
+    # Made now, private, rather than at the first ADD.
+    os.makedirs(os.path.join(settings.cni_cache_dir, "results"), mode=0o700, exist_ok=True)

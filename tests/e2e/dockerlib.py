@@ -75,11 +75,19 @@ class PycniServer:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        # Ready means answering: the socket file appears at bind(), a moment before
+        # listen(), the worker builds the app after both, and a file left by a
+        # killed server is there before either.
         deadline = time.monotonic() + 30
-        while not os.path.exists(self.socket):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"pycni did not start:\n{self.logs()}")
-            time.sleep(0.05)
+        while True:
+            try:
+                status, answer = support.post(self.socket, "/Plugin.Activate", b"{}", timeout=30)
+                break
+            except OSError:  # no file yet, nobody listening yet, or the stale one
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"pycni did not answer:\n{self.logs()}") from None
+                time.sleep(0.05)
+        assert status == 200 and "NetworkDriver" in answer.get("Implements", []), answer
 
     def stop(self, sig=15):
         if sig == 15 and self.proc and self.proc.poll() is None:
