@@ -9,6 +9,7 @@ Lifecycle rules kept here (spec "Lifecycle & Ordering"):
 - Never two ADDs for one attachment without a DEL between.
 """
 
+import contextlib
 import copy
 import json
 import logging
@@ -50,8 +51,15 @@ class RuntimeConf:
 
 class CNIRuntime:
     def __init__(self, plugin_dirs, cache_dir, timeout=DEFAULT_TIMEOUT, serialize=True,
-                 max_output=MAX_OUTPUT):
+                 max_output=MAX_OUTPUT, host_lock=True):
+        """`serialize`: ADD and DEL hold the host-wide lock exclusively (the reference
+        plugins race on shared iptables chains and bridge addresses), else shared.
+        `host_lock=False` skips that lock altogether: only for lists that touch no
+        shared host state, such as an IPAM plugin run alone (host-local locks its
+        own data dir), so they never wait behind another list's iptables work.
+        """
         self.plugin_dirs = list(plugin_dirs)
+        self.host_lock = host_lock
         self.cache = ResultCache(cache_dir)
         self.locks = LockDir(os.path.join(cache_dir, "locks"))
         self.timeout = timeout
@@ -60,6 +68,9 @@ class CNIRuntime:
         # VERSION answers at once; never let it outwait the deadline the caller chose.
         self.prober = VersionProber(timeout=min(timeout, 10.0))
         self._stats = threading.local()
+
+    def _host(self, exclusive):
+        return self.locks.host(exclusive) if self.host_lock else contextlib.nullcontext()
 
     # -- versions and plugins -------------------------------------------------
 
@@ -147,7 +158,7 @@ class CNIRuntime:
         rt.validate()
         name = conflist.name
         with self.locks.attachment(name, rt.container_id, rt.ifname), \
-                self.locks.host(exclusive=self.serialize):
+                self._host(exclusive=self.serialize):
             entry = self.cache.load(name, rt.container_id, rt.ifname)
             if entry is not None and entry.result is not None:
                 raise AlreadyAddedError(
@@ -191,7 +202,7 @@ class CNIRuntime:
         """Run DEL in reverse; idempotent, works without a cache entry."""
         rt.validate()
         with self.locks.attachment(conflist.name, rt.container_id, rt.ifname), \
-                self.locks.host(exclusive=self.serialize):
+                self._host(exclusive=self.serialize):
             self._delete(conflist, rt)
 
     def _delete(self, conflist, rt):
@@ -225,7 +236,7 @@ class CNIRuntime:
         """Run CHECK forward with the cached result; a no-op below 0.4.0 or with disableCheck."""
         rt.validate()
         with self.locks.attachment(conflist.name, rt.container_id, rt.ifname), \
-                self.locks.host(exclusive=False):
+                self._host(exclusive=False):
             entry = self.cache.load(conflist.name, rt.container_id, rt.ifname)
             if entry is None or entry.result is None:
                 raise NotAddedError(
@@ -251,7 +262,7 @@ class CNIRuntime:
             return []  # as libcni: disableGC means no garbage collection at all
         valid = {(c, i) for c, i in valid_attachments}
         removed, failures = [], []
-        with self.locks.host(exclusive=True):
+        with self._host(exclusive=True):
             for entry in self.cache.entries(conflist.name):
                 key = (entry.container_id, entry.ifname)
                 if key in valid:

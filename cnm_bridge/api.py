@@ -150,13 +150,15 @@ def create_app(driver, ipam):
         """{"PoolID","Address"} -> {}"""
         return ipam.release_address(p.parse_release_address(body()))
 
-    runtime = getattr(driver, "runtime", None)
+    # The driver's and the IPAM driver's CNI runtimes (one object or two).
+    runtimes = list({id(r): r for r in (getattr(driver, "runtime", None),
+                                        getattr(ipam, "runtime", None)) if r}.values())
 
     @app.before_request
     def start_timer():
         g.started = time.monotonic()
         netlink.reset_move_seconds()
-        if runtime is not None:
+        for runtime in runtimes:
             runtime.reset_exec_seconds()
 
     @app.after_request
@@ -164,7 +166,7 @@ def create_app(driver, ipam):
         # Total time, the part spent in CNI plugin executables and the part the
         # kernel took to move links between netns: the rest is pycni's own.
         ms = (time.monotonic() - g.get("started", time.monotonic())) * 1000
-        cni_ms = runtime.exec_seconds() * 1000 if runtime is not None else 0.0
+        cni_ms = sum(r.exec_seconds() for r in runtimes) * 1000
         move_ms = netlink.move_seconds() * 1000
         log.debug("%s %s %.1f ms (CNI %.1f ms, netns move %.1f ms)", request.path,
                   response.status_code, ms, cni_ms, move_ms)

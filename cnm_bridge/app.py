@@ -18,7 +18,11 @@ def build(settings):
     runtime = CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
                          timeout=settings.plugin_timeout)
     driver = Driver(settings, store, runtime, defer_delete=settings.defer_delete)
-    ipam = Ipam(settings, store, runtime)
+    # The IPAM driver runs IPAM plugins alone: no shared host state, so no wait
+    # behind a container's DEL holding the host-wide lock (which made each
+    # ReleaseAddress of `docker rm` wait ~35 ms here).
+    ipam = Ipam(settings, store, CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
+                                            timeout=settings.plugin_timeout, host_lock=False))
     return driver, ipam
 
 

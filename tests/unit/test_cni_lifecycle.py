@@ -468,3 +468,27 @@ def test_empty_add_output_is_cleaned_up(cni, three):
         cni.runtime().add(three, cni.rt())
     assert cni.verbs()[-3:] == [("DEL", "p3"), ("DEL", "p2"), ("DEL", "p1")]
     assert not os.path.exists(entry_path(cni))
+
+
+def test_host_lock_false_does_not_wait_behind_another_list(cni):
+    """An IPAM plugin run alone (host_lock=False) goes ahead while another list holds the
+    host-wide lock; a runtime with the lock waits for it."""
+    import threading
+    cni.plugin("p1")
+    holder = cni.runtime()
+    free, locked = cni.runtime(host_lock=False), cni.runtime()
+    done = {}
+
+    def add(name, rt_):
+        rt_.add(cni.netlist(name=name), cni.rt("c-" + name))
+        done[name] = True
+
+    with holder.locks.host(True):
+        threads = [threading.Thread(target=add, args=("free", free)),
+                   threading.Thread(target=add, args=("locked", locked))]
+        for t in threads:
+            t.start()
+        threads[0].join(10)
+        assert done.get("free") and not done.get("locked")
+    threads[1].join(10)
+    assert done.get("locked")
