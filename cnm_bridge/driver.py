@@ -378,8 +378,14 @@ class Driver:
         try:
             if translate.del_needs_link(conflist.raw):
                 netlink.take_back(netns, tmpname, IFNAME, addresses)
+            else:
+                # Deleted here, outside cni_runner's host-wide lock: a link's
+                # deletion waits 15-40 ms for the kernel's RCU sync, which the
+                # bridge plugin's DEL would otherwise spend holding that lock
+                # while the next container's ADD waits for it.
+                netlink.delete_link(tmpname)
         except Exception as e:
-            log.warning("attachment %s: could not restore its link before DEL: %s",
+            log.warning("attachment %s: could not prepare its link for DEL: %s",
                         container_id[:12], e)
         rt = RuntimeConf(container_id, path, IFNAME, args, caps)
         try:

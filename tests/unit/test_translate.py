@@ -681,3 +681,12 @@ def test_allow_lost_settings_combines_with_cni_network():
     assert plan.mode == "named" and plan.allow_loss
     with pytest.raises(UnsupportedOption, match="must be true or false"):
         translate.plan_network({"cni.network": "n", "cni.allow-lost-settings": "maybe"})
+
+
+def test_container_mac_from_the_result():
+    res = {"interfaces": [{"name": "pc-x", "mac": "AA:00:00:00:00:01"},
+                          {"name": "eth0", "mac": "0A:58:0A:00:00:02", "sandbox": "/run/netns/x"}]}
+    assert t.container_mac(res) == "0a:58:0a:00:00:02"
+    assert t.container_mac({"interfaces": [{"name": "eth0", "sandbox": "/x"}]}) is None
+    assert t.container_mac({"interfaces": [{"name": "eth0", "mac": "aa:bb:cc:dd:ee:ff"}]}) is None
+    assert t.container_mac({}) is None
