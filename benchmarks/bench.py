@@ -1,6 +1,6 @@
 """pycni against Docker's own bridge driver, measured in one run: prints a markdown table.
 
-    python3 benchmarks/bench.py [--runs 11] [--scale 200] [--skip-scale]
+    python3 benchmarks/bench.py [--runs 21] [--scale 200] [--skip-scale]
 
 Needs root, a running dockerd and the reference CNI plugins (./scripts/deps.sh).
 It starts its own pycni server (unique driver name, private dirs), builds the test
@@ -338,7 +338,7 @@ def timed_post(sock, path, body):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--runs", type=int, default=21)
     ap.add_argument("--scale", type=int, default=200)
     ap.add_argument("--skip-scale", action="store_true")
     opts = ap.parse_args()
