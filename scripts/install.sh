@@ -21,8 +21,22 @@ else
     fi
     ./scripts/start-dockerd.sh
 fi
+# Serving means answering: the socket exists a moment before the worker is ready.
+answers() {
+    python3 - <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+try:
+    s.connect("/run/docker/plugins/pycni.sock")
+    s.sendall(b"POST /Plugin.Activate HTTP/1.0\r\nHost: pycni\r\nContent-Length: 2\r\n\r\n{}")
+    sys.exit(0 if b" 200 " in s.recv(64).split(b"\r\n")[0] else 1)
+except OSError:
+    sys.exit(1)
+PY
+}
 for _ in $(seq 1 60); do
-    [ -S /run/docker/plugins/pycni.sock ] && { echo "pycni is serving on /run/docker/plugins/pycni.sock"; exit 0; }
+    answers && { echo "pycni is serving on /run/docker/plugins/pycni.sock"; exit 0; }
     sleep 0.5
 done
 echo "pycni did not start; see /var/log/pycni.log or journalctl -u pycni" >&2
