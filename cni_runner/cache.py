@@ -108,12 +108,13 @@ class ResultCache:
         # A name no other writer uses (process and thread), made 0600 from the start.
         tmp = os.path.join(self.dir, f".tmp-{os.getpid()}-{threading.get_ident()}")
         data = entry.to_json()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         try:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                fd = os.open(tmp, flags, 0o600)
             except FileNotFoundError:  # the dir was removed under us
                 self._ensure_dir()
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                fd = os.open(tmp, flags, 0o600)
             try:
                 view = memoryview(data)
                 while view:

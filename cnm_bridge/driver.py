@@ -12,7 +12,7 @@ import shutil
 
 from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from_dict, load_by_name
 
-from . import isolation, masquerade, netlink, ports, translate
+from . import iptables, isolation, masquerade, netlink, ports, translate
 from .errors import DriverError, NotFound, UnsupportedOption
 from .bootid import current_boot_id
 from .deleter import Deleter, Pending
@@ -114,7 +114,7 @@ class Driver:
             if net.masquerade:
                 masquerade.install(net.masquerade["bridge"], net.masquerade["subnets"],
                                    net.cni_name)
-        except (isolation.IsolationError, masquerade.MasqueradeError) as e:
+        except iptables.IptablesError as e:
             raise DriverError(str(e)) from None
 
     def _remove_host_rules(self, net):

@@ -8,23 +8,14 @@ ACCEPT rules, so the order holds whoever runs first. Side effects only; the
 rule is identified by a comment naming the network.
 """
 
-import subprocess
+from . import iptables
 
 CHAIN = "CNI-ADMIN"
-
-
-class IsolationError(Exception):
-    pass
 
 
 def _rule(bridge, network_id):
     return ["-i", bridge, "-o", bridge, "-m", "comment", "--comment",
             f"pycni enable_icc=false {network_id[:12]}", "-j", "DROP"]
-
-
-def _run(cmd, *args):
-    return subprocess.run([cmd, "-w", "-t", "filter", *args], capture_output=True, text=True,
-                          timeout=60)
 
 
 def _commands(ipv6):
@@ -34,15 +25,12 @@ def _commands(ipv6):
 def isolate(bridge, network_id, ipv6=False):
     """Install the DROP (idempotent)."""
     for cmd in _commands(ipv6):
-        _run(cmd, "-N", CHAIN)  # exists already if the firewall plugin ran: fine
-        if _run(cmd, "-C", CHAIN, *_rule(bridge, network_id)).returncode == 0:
-            continue
-        p = _run(cmd, "-I", CHAIN, "1", *_rule(bridge, network_id))
-        if p.returncode != 0:
-            raise IsolationError(f"{cmd}: cannot isolate bridge {bridge}: {p.stderr.strip()}")
+        # Exists already if the firewall plugin ran: fine.
+        iptables.run(cmd, "filter", "-N", CHAIN)
+        iptables.ensure(cmd, "filter", CHAIN, _rule(bridge, network_id),
+                        f"cannot isolate bridge {bridge}", insert=True)
 
 
 def release(bridge, network_id, ipv6=False):
     for cmd in _commands(ipv6):
-        while _run(cmd, "-D", CHAIN, *_rule(bridge, network_id)).returncode == 0:
-            pass
+        iptables.remove(cmd, "filter", CHAIN, _rule(bridge, network_id))

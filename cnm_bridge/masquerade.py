@@ -15,13 +15,10 @@ each rule carries a comment naming the CNI network, so the leftover checks and
 """
 
 import ipaddress
-import subprocess
+
+from . import iptables
 
 CHAIN = "POSTROUTING"
-
-
-class MasqueradeError(Exception):
-    pass
 
 
 def _command(subnet):
@@ -33,25 +30,13 @@ def _rule(bridge, subnet, cni_name):
             f"{cni_name} masquerade", "-j", "MASQUERADE"]
 
 
-def _run(cmd, *args):
-    return subprocess.run([cmd, "-w", "-t", "nat", *args], capture_output=True, text=True,
-                          timeout=60)
-
-
 def install(bridge, subnets, cni_name):
     """Add the rules that are missing (idempotent: also re-adds them after a reboot)."""
     for subnet in subnets:
-        cmd, rule = _command(subnet), _rule(bridge, subnet, cni_name)
-        if _run(cmd, "-C", CHAIN, *rule).returncode == 0:
-            continue
-        p = _run(cmd, "-A", CHAIN, *rule)
-        if p.returncode != 0:
-            raise MasqueradeError(
-                f"{cmd}: cannot add masquerade for {subnet} on {bridge}: {p.stderr.strip()}")
+        iptables.ensure(_command(subnet), "nat", CHAIN, _rule(bridge, subnet, cni_name),
+                        f"cannot add masquerade for {subnet} on {bridge}")
 
 
 def remove(bridge, subnets, cni_name):
     for subnet in subnets:
-        cmd, rule = _command(subnet), _rule(bridge, subnet, cni_name)
-        while _run(cmd, "-D", CHAIN, *rule).returncode == 0:
-            pass
+        iptables.remove(_command(subnet), "nat", CHAIN, _rule(bridge, subnet, cni_name))
