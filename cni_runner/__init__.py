@@ -15,7 +15,7 @@ from .config import (NetworkConfigList, PluginConfig, conflist_from_bytes, confl
                      validate_name)
 from .errors import (AlreadyAddedError, CNIError, ConfigError, NotAddedError, NotFoundError,
                      PluginError, PluginNotFoundError, ResultError, VersionError)
-from .result import convert
+from .result import canonical as canonical_result, convert
 from .runtime import CNIRuntime, RuntimeConf
 
 __all__ = [

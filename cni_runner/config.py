@@ -6,7 +6,6 @@ read in byte order, lists first; the first file that declares a name wins.
 Unparsable files are skipped with a warning instead of breaking every network.
 """
 
-import base64
 import json
 import logging
 import os
@@ -33,11 +32,6 @@ class PluginConfig:
     @property
     def type(self):
         return self.raw["type"]
-
-    @property
-    def capabilities(self):
-        caps = self.raw.get("capabilities") or {}
-        return caps if isinstance(caps, dict) else {}
 
 
 @dataclass
@@ -191,10 +185,6 @@ def conflist_from_bytes(data, source=""):
     if isinstance(raw, dict) and "plugins" not in raw and "type" in raw:
         return conflist_from_single(raw, source)
     return conflist_from_dict(raw, source)
-
-
-def conflist_from_cache_b64(text):
-    return conflist_from_bytes(base64.b64decode(text), "cached config")
 
 
 def _read_json(path):

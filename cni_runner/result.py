@@ -164,6 +164,14 @@ def _to_020(res, target):
     return out
 
 
+def canonical(raw):
+    """A result of any version (as a list of that version returns it) -> the 1.x shape
+    this module keeps: `interfaces`, `ips` (no `version`), `routes`, `dns`. Readers that
+    look at addresses use it, so a 0.2.0 list's `ip4` block reads like anyone's `ips`."""
+    ver = raw.get("cniVersion") if isinstance(raw, dict) else None
+    return normalize(raw, ver or "1.0.0")
+
+
 def convert(raw, target, default_version=None):
     """Result in any version -> result in `target`."""
     return render(normalize(raw, default_version or target), target)

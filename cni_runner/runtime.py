@@ -40,6 +40,12 @@ class RuntimeConf:
     args: list = field(default_factory=list)
     capability_args: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_cache(cls, entry, netns=None):
+        """The RuntimeConf a cached attachment was made with (netns may be overridden)."""
+        return cls(entry.container_id, entry.netns if netns is None else netns, entry.ifname,
+                   list(entry.cni_args), dict(entry.capability_args))
+
     def validate(self):
         cniconfig.validate_container_id(self.container_id)
         cniconfig.validate_ifname(self.ifname)
@@ -105,7 +111,9 @@ class CNIRuntime:
 
     def _stdin(self, conflist, plugin, ver, rt_caps, prev):
         conf = copy.deepcopy(plugin.raw)
-        caps = conf.pop("capabilities", None) or {}
+        caps = conf.pop("capabilities", None)
+        if not isinstance(caps, dict):
+            caps = {}  # not an object: declares nothing
         conf["name"] = conflist.name
         conf["cniVersion"] = ver
         runtime_config = {k: v for k, v in (rt_caps or {}).items() if caps.get(k) is True}
@@ -267,15 +275,15 @@ class CNIRuntime:
                 key = (entry.container_id, entry.ifname)
                 if key in valid:
                     continue
-                rt = RuntimeConf(entry.container_id, entry.netns, entry.ifname,
-                                 entry.cni_args, entry.capability_args)
+                rt = RuntimeConf.from_cache(entry)
                 try:
-                    self._delete(conflist, rt)
+                    with self.locks.attachment(conflist.name, rt.container_id, rt.ifname):
+                        self._delete(conflist, rt)
                     removed.append(key)
                 except Exception as e:
                     failures.append(f"{entry.container_id}/{entry.ifname}: {e}")
             ver = self.select_version(conflist)
-            if cniversion.at_least(ver, "1.1.0") and not conflist.disable_gc:
+            if cniversion.at_least(ver, "1.1.0"):
                 attachments = [{"containerID": c, "ifname": i} for c, i in sorted(valid)]
                 for plugin, path in zip(conflist.plugins, self.plugin_paths(conflist)):
                     conf = json.loads(self._stdin(conflist, plugin, ver, {}, None))
@@ -302,6 +310,44 @@ class CNIRuntime:
         env.update(CNI_COMMAND=command, CNI_PATH=":".join(self.plugin_dirs))
         return env
 
+    # -- the cache, as libcni exposes it (GetCachedAttachments, GetNetworkList
+    # CachedConfig/Result): callers never touch its files or lock paths.
+
+    def cached_attachments(self, network=None):
+        """Every cached attachment (CacheEntry), optionally of one network only."""
+        return self.cache.entries(network)
+
+    def cached_attachment(self, network, container_id, ifname):
+        """The cached attachment, or None (absent or unreadable)."""
+        return self.cache.load(network, container_id, ifname)
+
+    def has_attachment(self, network, container_id, ifname):
+        """True if anything is cached for it, even an entry too corrupt to read: a DEL is due."""
+        return self.cache.exists(network, container_id, ifname)
+
+    def cached_config(self, network, container_id, ifname):
+        """The list an attachment was added with, or None."""
+        entry = self.cache.load(network, container_id, ifname)
+        if entry is None:
+            return None
+        try:
+            return cniconfig.conflist_from_bytes(entry.config, "cached config")
+        except ConfigError:
+            return None
+
     def cached_result(self, conflist, rt):
         entry = self.cache.load(conflist.name, rt.container_id, rt.ifname)
         return entry.result if entry else None
+
+    def cache_age(self, network, container_id, ifname):
+        """Seconds since the attachment's cache entry was written, or None if there is none."""
+        try:
+            return time.time() - os.stat(self.cache.path(network, container_id, ifname)).st_mtime
+        except FileNotFoundError:
+            return None
+
+    def lock(self, scope, key):
+        """An exclusive lock, across processes, for a caller's key within a scope (e.g.
+        "endpoint" and its id). Keys of one scope share a bounded set of lock files, so
+        never hold two locks of one scope at once; two scopes nest fine."""
+        return self.locks.bucket(scope, key)

@@ -3,7 +3,6 @@
 from .errors import ConfigError
 
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
-CURRENT = "1.1.0"
 
 
 def parse(version):

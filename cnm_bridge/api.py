@@ -14,15 +14,14 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from cni_runner import CNIError
 
 from . import protocol as p
-from .errors import DriverError
-from . import netlink
-from .netlink import NetlinkOpError
+from .errors import DriverError, HostError
 
 log = logging.getLogger(__name__)
 IMPLEMENTS = ["NetworkDriver", "IpamDriver"]
 
 
-def create_app(driver, ipam):
+def create_app(driver, ipam, host, runtimes):
+    """`runtimes`: the CNI runtimes whose plugin exec time the timing headers report."""
     app = Flask("pycni")
 
     def body():
@@ -150,14 +149,12 @@ def create_app(driver, ipam):
         """{"PoolID","Address"} -> {}"""
         return ipam.release_address(p.parse_release_address(body()))
 
-    # The driver's and the IPAM driver's CNI runtimes (one object or two).
-    runtimes = list({id(r): r for r in (getattr(driver, "runtime", None),
-                                        getattr(ipam, "runtime", None)) if r}.values())
+    runtimes = list({id(r): r for r in runtimes}.values())
 
     @app.before_request
     def start_timer():
         g.started = time.monotonic()
-        netlink.reset_move_seconds()
+        host.reset_move_seconds()
         for runtime in runtimes:
             runtime.reset_exec_seconds()
 
@@ -167,7 +164,7 @@ def create_app(driver, ipam):
         # kernel took to move links between netns: the rest is pycni's own.
         ms = (time.monotonic() - g.get("started", time.monotonic())) * 1000
         cni_ms = sum(r.exec_seconds() for r in runtimes) * 1000
-        move_ms = netlink.move_seconds() * 1000
+        move_ms = host.move_seconds() * 1000
         log.debug("%s %s %.1f ms (CNI %.1f ms, netns move %.1f ms)", request.path,
                   response.status_code, ms, cni_ms, move_ms)
         response.headers["X-Pycni-Ms"] = f"{ms:.2f}"
@@ -190,7 +187,7 @@ def create_app(driver, ipam):
                 return {key: f"{request.path}: request body larger than "
                              f"{app.config.get('MAX_CONTENT_LENGTH')} bytes"}, 413
             return {key: f"{request.path}: {e.name}"}, e.code
-        if isinstance(e, (DriverError, CNIError, NetlinkOpError)):
+        if isinstance(e, (DriverError, CNIError, HostError)):
             log.warning("%s failed: %s", request.path, e)
             # An empty message would read as success to Docker.
             return {key: str(e) or f"pycni: {type(e).__name__} in {request.path}"}

@@ -33,9 +33,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="pycni", description="Docker network plugin for CNI")
     sub = parser.add_subparsers(dest="command", required=True)
     _dir_options(sub.add_parser("serve", help="serve the plugin API on the socket"))
-    gc = sub.add_parser("gc", help="tear down what Docker has forgotten, then exit")
-    _dir_options(gc)
-    gc.add_argument("--min-age", type=float, default=60,
+    gc_parser = sub.add_parser("gc", help="tear down what Docker has forgotten, then exit")
+    _dir_options(gc_parser)
+    gc_parser.add_argument("--min-age", type=float, default=60,
                     help="leave alone what is younger than this many seconds (default 60)")
     _dir_options(sub.add_parser(
         "ports", help="list published ports (docker port shows none for plugin networks)"))
@@ -56,8 +56,26 @@ def main(argv=None):
     if opts.command == "ports":
         from .portlist import print_ports
         return print_ports(s)
-    from .reconcile import run_once
-    return run_once(s, opts.min_age)
+    return gc(s, opts.min_age)
+
+
+def gc(settings, min_age):
+    """`pycni gc`: local clean-up and a pass against dockerd, then exit.
+
+    Things younger than `min_age` seconds are left alone: a running server may
+    be creating them right now.
+    """
+    from .compose import build
+    from .dockerapi import DockerAPI
+    graph = build(settings, defer_delete=False)
+    local = graph.reconciler.local(min_age=min_age)
+    try:
+        remote = graph.reconciler.with_docker(DockerAPI.connect(), min_age=min_age)
+    except Exception as e:
+        print(f"pycni gc: cannot reach dockerd: {e}", file=sys.stderr)
+        return 1
+    print(" ".join(f"{k}={v}" for k, v in {**local, **remote}.items()))
+    return 0 if not (local["errors"] or remote["errors"]) else 1
 
 
 def _app_factory(s):

@@ -19,3 +19,7 @@ class UnsupportedOption(DriverError):
 
 class NotFound(DriverError):
     """An id pycni has no record of."""
+
+
+class HostError(Exception):
+    """Something on the host (netns, links, iptables, sockets) could not be done."""

@@ -1,10 +1,14 @@
 """The IPAM driver: Docker's address requests answered by a CNI IPAM plugin run alone.
 
 `docker network create --ipam-driver pycni [--ipam-opt cni.network=NAME]`
-makes CNI IPAM (host-local) the source of truth. Each RequestAddress is one
-CNI ADD of the IPAM plugin under a handle of its own; ReleaseAddress is its DEL.
-The network driver then hands the address to its chain through `static`, so
-nothing allocates twice.
+makes CNI IPAM the source of truth. Each RequestAddress is one CNI ADD of the
+IPAM plugin under a handle of its own; ReleaseAddress is its DEL. The network
+driver then hands the address to its chain through `static`, so nothing
+allocates twice.
+
+With `cni.network=NAME` the pool is that conflist's IPAM, exactly: its ranges
+(rangeStart/rangeEnd), gateway and dataDir, under the conflist's own network
+name, so host-local keeps its files where any other CNI user of NAME looks.
 """
 
 import hashlib
@@ -13,15 +17,16 @@ import logging
 import threading
 import uuid
 
-from cni_runner import CNIError, RuntimeConf, conflist_from_dict, load_by_name
+from cni_runner import CNIError, RuntimeConf, canonical_result, conflist_from_dict, load_by_name
 
-from . import translate
+from . import conflists, names
 from .errors import DriverError, NotFound, UnsupportedOption
+from .options import OPT_CNI_NETWORK
+from .store import Pool
 
 log = logging.getLogger(__name__)
 LOCAL_SPACE = "PycniLocal"
 GLOBAL_SPACE = "PycniGlobal"
-OPT_CNI_NETWORK = "cni.network"
 GATEWAY_HANDLE = "gateway"
 IPAM_TYPES = ("host-local", "static")
 
@@ -43,8 +48,8 @@ class Ipam:
         container wanting a taken --ip, and fails.
         """
         with self._replay_lock:
-            self._replayable = {(pool_id, addr) for pool_id in self.store.pools()
-                                for addr, handle in self.store.addresses(pool_id).items()
+            self._replayable = {(pool.id, addr) for pool in self.store.pools()
+                                for addr, handle in self.store.addresses(pool.id).items()
                                 if handle != GATEWAY_HANDLE}
         return {"RequiresMACAddress": False, "RequiresRequestReplay": True}
 
@@ -58,53 +63,62 @@ class Ipam:
         unknown = sorted(set(req.options) - {OPT_CNI_NETWORK})
         if unknown:
             raise UnsupportedOption(f"unsupported --ipam-opt option(s): {', '.join(unknown)}")
-        base = {}
-        name = req.options.get(OPT_CNI_NETWORK)
-        if name:
-            base = self._named_ipam(name, req)
-        subnet = req.pool or _first_subnet(base, 6 if req.v6 else 4)
-        itype = base.get("type", "host-local")
-        if subnet is None:
+        name = req.options.get(OPT_CNI_NETWORK) or ""
+        pool = self._named_pool(name, req) if name else self._own_pool(req)
+        pool_id = "pycni:" + hashlib.sha256(
+            f"{req.address_space}|{pool.subnet}|{req.sub_pool}|{name}".encode()).hexdigest()[:24]
+        if self.store.get_pool(pool_id) is None:
+            pool.id = pool_id
+            self._check_overlap(ipaddress.ip_network(pool.subnet), pool_id)
+            self.store.put_pool(pool)
+        return {"PoolID": pool_id, "Pool": pool.subnet, "Data": {}}
+
+    def _own_pool(self, req):
+        if req.pool is None:
             raise UnsupportedOption(
                 "the pycni IPAM driver needs a subnet: pass --subnet, or --ipam-opt "
-                "cni.network=NAME naming a conflist whose host-local IPAM has one")
-        rng = {"subnet": str(subnet)}
+                "cni.network=NAME naming a conflist whose IPAM has one")
+        rng = {"subnet": str(req.pool)}
         if req.sub_pool is not None:
-            rng["rangeStart"], rng["rangeEnd"] = _ends(req.sub_pool, subnet)
-        pool_id = "pycni:" + hashlib.sha256(
-            f"{req.address_space}|{subnet}|{req.sub_pool}|{name}".encode()).hexdigest()[:24]
-        existing = self.store.get_pool(pool_id)
-        if existing is None:
-            data = {"subnet": str(subnet), "range": rng, "base": base, "cni_network": name or "",
-                    "v6": req.v6, "type": itype}
-            self._check_overlap(subnet, pool_id)
-            self.store.add_pool(pool_id, data)
-        return {"PoolID": pool_id, "Pool": str(subnet), "Data": {}}
+            rng["rangeStart"], rng["rangeEnd"] = _ends(req.sub_pool, req.pool)
+        return Pool(id="", subnet=str(req.pool), v6=req.v6, range=rng)
 
-    def _named_ipam(self, name, req):
+    def _named_pool(self, name, req):
         try:
             conf = load_by_name(self.settings.conf_dir, name)
         except CNIError as e:
             raise DriverError(str(e)) from None
-        ipam = translate.main_ipam(conf.raw)
+        ipam = conflists.main_ipam(conf.raw)
         if ipam is None:
             raise UnsupportedOption(f"CNI network {name!r} has no IPAM section")
-        if ipam.get("type") not in IPAM_TYPES:
+        kind = ipam.get("type")
+        if kind not in IPAM_TYPES:
             # dhcp leases belong to an interface in a netns; RequestAddress has neither.
             raise UnsupportedOption(
-                f"CNI network {name!r} uses IPAM {ipam.get('type')!r}; the pycni IPAM driver "
+                f"CNI network {name!r} uses IPAM {kind!r}; the pycni IPAM driver "
                 f"supports {', '.join(IPAM_TYPES)}")
         family = 6 if req.v6 else 4
         mine = _first_subnet(ipam, family)
-        if req.pool is not None and mine is not None and req.pool != mine:
+        if mine is None:
             raise UnsupportedOption(
-                f"subnet {req.pool} does not match CNI network {name!r}, whose IPAM uses {mine}")
-        return ipam
+                f"CNI network {name!r} has no IPv{family} subnet in its IPAM"
+                + ("; create the network without --ipv6" if family == 6 else ""))
+        if req.pool is not None and req.pool != mine:
+            raise UnsupportedOption(
+                f"subnet {req.pool} does not match CNI network {name!r}, whose IPAM uses "
+                f"{mine}; create the network with --subnet {mine} or without --subnet")
+        if req.sub_pool is not None:
+            raise UnsupportedOption(
+                f"--ip-range cannot be combined with --ipam-opt cni.network={name}: the "
+                "conflist's IPAM decides the range (rangeStart/rangeEnd)")
+        return Pool(id="", subnet=str(mine), v6=req.v6, kind=kind, cni_network=name,
+                    ipam=ipam)
 
     def _check_overlap(self, subnet, pool_id):
-        for pid, data in self.store.pools().items():
-            other = ipaddress.ip_network(data["subnet"])
-            if pid != pool_id and other.version == subnet.version and other.overlaps(subnet):
+        for pool in self.store.pools():
+            other = ipaddress.ip_network(pool.subnet)
+            if pool.id != pool_id and other.version == subnet.version and \
+                    other.overlaps(subnet):
                 raise UnsupportedOption(
                     f"subnet {subnet} overlaps {other}, already used by another pycni network")
 
@@ -113,7 +127,7 @@ class Ipam:
         if pool is None:
             return {}
         for address, handle in self.store.addresses(req.pool_id).items():
-            self._release(req.pool_id, pool, address, handle)
+            self._release(pool, address, handle)
         self.store.delete_pool(req.pool_id)
         return {}
 
@@ -124,37 +138,49 @@ class Ipam:
         pool = self.store.get_pool(req.pool_id)
         if pool is None:
             raise NotFound(f"pool {req.pool_id} is not known to pycni")
-        subnet = ipaddress.ip_network(pool["subnet"])
+        subnet = ipaddress.ip_network(pool.subnet)
         if req.address is not None and req.address not in subnet:
             raise UnsupportedOption(f"address {req.address} is not in subnet {subnet}")
         if req.gateway:
-            gw = req.address or next(subnet.hosts())
-            pool["gateway"] = str(gw)
-            self.store.add_pool(req.pool_id, pool)
-            self.store.add_address(req.pool_id, str(gw), GATEWAY_HANDLE)
-            return {"Address": f"{gw}/{subnet.prefixlen}", "Data": {}}
-        if req.address is not None and self.store.get_address(req.pool_id, str(req.address)):
+            return self._gateway(pool, subnet, req.address)
+        if req.address is not None and self.store.get_address(pool.id, str(req.address)):
             with self._replay_lock:
-                replay = (req.pool_id, str(req.address)) in self._replayable
-                self._replayable.discard((req.pool_id, str(req.address)))
+                replay = (pool.id, str(req.address)) in self._replayable
+                self._replayable.discard((pool.id, str(req.address)))
             if not replay:
                 raise UnsupportedOption(f"address {req.address} is already in use")
             return {"Address": f"{req.address}/{subnet.prefixlen}", "Data": {}}
-        static = pool.get("type") == "static"
+        static = pool.kind == "static"
         if static and req.address is None:
             raise UnsupportedOption(
-                f"CNI network {pool.get('cni_network')!r} uses static IPAM, which gives only the "
+                f"CNI network {pool.cni_network!r} uses static IPAM, which gives only the "
                 "address asked for: run the container with --ip")
-        handle = "pycni-ipam-" + uuid.uuid4().hex
+        handle = names.IPAM_HANDLE_PREFIX + uuid.uuid4().hex
         args = [("IP", str(req.address))] if req.address is not None and not static else []
-        conflist = self._conflist(req.pool_id, pool,
-                                  f"{req.address}/{subnet.prefixlen}" if static else None)
+        conflist = self._conflist(pool, f"{req.address}/{subnet.prefixlen}" if static else None)
         result = self.runtime.add(conflist, RuntimeConf(handle, "/dev/null", "eth0", args))
-        ips = [ipaddress.ip_interface(i["address"]) for i in result.get("ips", [])]
+        ips = [ipaddress.ip_interface(a) for a in _addresses(result)]
+        ips = [a for a in ips if a.ip in subnet]
         if not ips:
-            raise DriverError(f"host-local returned no address for pool {subnet}")
-        self.store.add_address(req.pool_id, str(ips[0].ip), handle)
+            self.runtime.delete(conflist, RuntimeConf(handle, "/dev/null", "eth0", args))
+            raise DriverError(f"{pool.kind} returned no address of {subnet}")
+        self.store.add_address(pool.id, str(ips[0].ip), handle)
         return {"Address": f"{ips[0].ip}/{subnet.prefixlen}", "Data": {}}
+
+    def _gateway(self, pool, subnet, asked):
+        """The gateway's address: the conflist's (named pools), else --gateway or the
+        subnet's first host; recorded, and kept out of host-local's hands."""
+        mine = _gateway_of(pool.ipam, subnet) if pool.cni_network else None
+        if mine is not None and asked is not None and asked != mine:
+            raise UnsupportedOption(
+                f"gateway {asked} does not match CNI network {pool.cni_network!r}, whose "
+                f"gateway for {subnet} is {mine}; create the network with --gateway {mine} "
+                "or without --gateway")
+        gw = mine or asked or (subnet.network_address + 1)
+        pool.gateway = str(gw)
+        self.store.put_pool(pool)
+        self.store.add_address(pool.id, str(gw), GATEWAY_HANDLE)
+        return {"Address": f"{gw}/{subnet.prefixlen}", "Data": {}}
 
     def release_address(self, req):
         pool = self.store.get_pool(req.pool_id)
@@ -162,41 +188,68 @@ class Ipam:
             return {}
         handle = self.store.get_address(req.pool_id, str(req.address))
         if handle is not None:
-            self._release(req.pool_id, pool, str(req.address), handle)
+            self._release(pool, str(req.address), handle)
         return {}
 
-    def _release(self, pool_id, pool, address, handle):
+    def _release(self, pool, address, handle):
         if handle != GATEWAY_HANDLE:
-            cidr = f"{address}/{ipaddress.ip_network(pool['subnet']).prefixlen}"
-            self.runtime.delete(self._conflist(pool_id, pool, cidr),
-                                RuntimeConf(handle, "/dev/null", "eth0"))
-        self.store.delete_address(pool_id, address)
+            cidr = f"{address}/{ipaddress.ip_network(pool.subnet).prefixlen}"
+            self.runtime.delete(self._conflist(pool, cidr), RuntimeConf(handle, "/dev/null",
+                                                                        "eth0"))
+        self.store.delete_address(pool.id, address)
 
-    def _conflist(self, pool_id, pool, static_address=None):
-        """A one-plugin list: the IPAM plugin alone, as Docker's address authority."""
-        name = "pycni-ipam-" + pool_id.split(":", 1)[1][:16]
-        if pool.get("type") == "static":
+    def _conflist(self, pool, static_address=None):
+        """A one-plugin list: the IPAM plugin alone, as Docker's address authority.
+        (Run alone, an IPAM plugin still reads its settings from the "ipam" key.)"""
+        if pool.kind == "static":
             entry = {"address": static_address}
-            if pool.get("gateway"):
-                entry["gateway"] = pool["gateway"]
-            plugin = {"type": "static", "ipam": {"type": "static", "addresses": [entry]}}
-            return conflist_from_dict({"cniVersion": "1.0.0", "name": name,
-                                       "plugins": [plugin]})
-        rng = dict(pool["range"])
-        if pool.get("gateway"):
-            rng["gateway"] = pool["gateway"]
-        ipam = {k: v for k, v in (pool.get("base") or {}).items()
-                if k not in ("ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes")}
-        ipam.update(type="host-local", ranges=[[rng]])
-        ipam.setdefault("dataDir", self.settings.ipam_dir)
-        # Run alone, the IPAM plugin still reads its settings from the "ipam" key.
-        plugin = {"type": "host-local", "ipam": ipam}
-        return conflist_from_dict({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]})
+            if pool.gateway:
+                entry["gateway"] = pool.gateway
+            ipam = {"type": "static", "addresses": [entry]}
+        elif pool.cni_network:
+            ipam = _family_only(pool.ipam, ipaddress.ip_network(pool.subnet))
+        else:
+            rng = dict(pool.range)
+            if pool.gateway:
+                rng["gateway"] = pool.gateway
+            ipam = {"type": "host-local", "ranges": [[rng]], "dataDir": self.settings.ipam_dir}
+        name = pool.cni_network or names.IPAM_NETWORK_PREFIX + pool.id.split(":", 1)[1][:16]
+        return conflist_from_dict({"cniVersion": "1.0.0", "name": name,
+                                   "plugins": [{"type": ipam["type"], "ipam": ipam}]})
+
+
+def _family_only(ipam, subnet):
+    """A conflist's host-local section with only the range sets of this pool's subnet:
+    Docker asks for one address per pool (family), host-local gives one per range set."""
+    out = {k: v for k, v in ipam.items() if k not in ("subnet", "rangeStart", "rangeEnd",
+                                                      "gateway", "ranges")}
+    sets = []
+    for rset in ipam.get("ranges") or []:
+        kept = [r for r in rset if isinstance(r, dict) and r.get("subnet")
+                and ipaddress.ip_network(r["subnet"], strict=False) == subnet]
+        if kept:
+            sets.append(kept)
+    if ipam.get("subnet") and ipaddress.ip_network(ipam["subnet"], strict=False) == subnet:
+        sets.append([{k: ipam[k] for k in ("subnet", "rangeStart", "rangeEnd", "gateway")
+                      if ipam.get(k)}])
+    out["ranges"] = sets[:1]
+    return out
+
+
+def _gateway_of(ipam, subnet):
+    for net, gw, _, _ in conflists.ipam_ranges(ipam or {}):
+        if net == subnet:
+            return ipaddress.ip_address(conflists.default_gateway(net, gw))
+    return None
+
+
+def _addresses(result):
+    return [i["address"] for i in canonical_result(result).get("ips", [])]
 
 
 def _first_subnet(ipam, family):
     """The first subnet of that family in an IPAM section: host-local's, or static's."""
-    for net, _ in translate.ipam_subnets(ipam or {}):
+    for net, _ in conflists.ipam_subnets(ipam or {}):
         if net.version == family:
             return net
     for a in (ipam or {}).get("addresses") or []:  # static

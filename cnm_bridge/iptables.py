@@ -1,7 +1,7 @@
-"""The few iptables rules pycni owns itself (isolation, masquerade), by exact spec.
+"""Applying hostrules' rules with the iptables commands, by exact spec.
 
-Each rule carries a comment naming its network and is found again by its full
-spec, so adding is idempotent and removing takes every copy. Side effects only.
+Each rule is found again by its full spec (comment included), so adding is
+idempotent and removing takes every copy. Side effects only.
 """
 
 import subprocess
@@ -16,17 +16,36 @@ def run(cmd, table, *args):
                           timeout=60)
 
 
-def ensure(cmd, table, chain, rule, what, insert=False):
-    """Add `rule` to `chain` unless it is there: at its head with insert, else at its tail."""
-    if run(cmd, table, "-C", chain, *rule).returncode == 0:
+def ensure_chain(chain):
+    """Create a chain unless it exists."""
+    if run(chain_command(chain), chain.table, "-n", "-L", chain.name).returncode != 0:
+        p = run(chain_command(chain), chain.table, "-N", chain.name)
+        if p.returncode != 0 and "exists" not in p.stderr:
+            raise IptablesError(f"{chain_command(chain)}: cannot create chain {chain.name} "
+                                f"in table {chain.table}: {p.stderr.strip()}")
+
+
+def delete_chain(chain):
+    """Flush and delete a chain; nothing if it is absent or still referenced."""
+    run(chain_command(chain), chain.table, "-F", chain.name)
+    run(chain_command(chain), chain.table, "-X", chain.name)
+
+
+def chain_command(chain):
+    return "ip6tables" if chain.family == 6 else "iptables"
+
+
+def ensure(rule, what):
+    """Add a rule unless it is there: at its chain's head or tail, as the rule says."""
+    if run(rule.command, rule.table, "-C", rule.chain, *rule.args).returncode == 0:
         return
-    where = ["-I", chain, "1"] if insert else ["-A", chain]
-    p = run(cmd, table, *where, *rule)
+    where = ["-I", rule.chain, "1"] if rule.head else ["-A", rule.chain]
+    p = run(rule.command, rule.table, *where, *rule.args)
     if p.returncode != 0:
-        raise IptablesError(f"{cmd}: {what}: {p.stderr.strip()}")
+        raise IptablesError(f"{rule.command}: {what}: {p.stderr.strip()}")
 
 
-def remove(cmd, table, chain, rule):
-    """Delete every copy of `rule` from `chain`."""
-    while run(cmd, table, "-D", chain, *rule).returncode == 0:
+def remove(rule):
+    """Delete every copy of a rule."""
+    while run(rule.command, rule.table, "-D", rule.chain, *rule.args).returncode == 0:
         pass

@@ -7,29 +7,24 @@ so this reads pycni's store and asks dockerd only for container names.
 from .store import Store
 
 
-def container_names(client):
+def container_names(docker):
     """{endpoint id: container name} from dockerd; {} if it cannot be asked."""
-    names = {}
     try:
-        for c in client.api.containers():
-            for net in (c.get("NetworkSettings") or {}).get("Networks", {}).values():
-                if net.get("EndpointID"):
-                    names[net["EndpointID"]] = c["Names"][0].lstrip("/")
+        return docker.endpoint_names()
     except Exception:
-        pass
-    return names
+        return {}
 
 
-def print_ports(settings, client=None):
+def print_ports(settings, docker=None):
     store = Store(settings.db_path)
     rows = [(ep, m) for ep in store.endpoints() for m in ep.ports]
-    if client is None:
+    if docker is None:
         try:
-            from .reconcile import docker_client
-            client = docker_client(timeout=5)
+            from .dockerapi import DockerAPI
+            docker = DockerAPI.connect(timeout=5)
         except Exception:
-            client = None
-    names = container_names(client) if client is not None else {}
+            docker = None
+    names = container_names(docker) if docker is not None else {}
     print(f"{'CONTAINER':<24} {'HOST':<24} {'CONTAINER PORT':<16} ENDPOINT")
     for ep, m in rows:
         host = f"{m.get('hostIP') or '0.0.0.0'}:{m['hostPort']}"

@@ -21,6 +21,8 @@ MAX_DEPTH = 20
 OPT_GENERIC = "com.docker.network.generic"
 OPT_IPV6 = "com.docker.network.enable_ipv6"
 OPT_INTERNAL = "com.docker.network.internal"
+OPT_IPV4 = "com.docker.network.enable_ipv4"  # Docker 28+: false for --ipv4=false
+OPT_IFNAME = "com.docker.network.endpoint.ifname"  # Docker 28+: --driver-opt
 OPT_PORTMAP = "com.docker.network.portmap"
 OPT_EXPOSED = "com.docker.network.endpoint.exposedports"
 OPT_MAC = "com.docker.network.endpoint.macaddress"
@@ -134,8 +136,9 @@ class IPAMData:
 
     pool: object  # ipaddress network or None
     gateway: object = None  # ipaddress interface or None
-    aux: tuple = ()
     address_space: str = ""
+    # AuxAddresses are validated, not kept: Docker's IPAM keeps them out of what it
+    # hands out, and pycni's IPAM driver gets them as RequestAddress calls.
 
 
 def _ipam_data(body, key, family):
@@ -165,7 +168,7 @@ def _ipam_data(body, key, family):
                 (f"AuxAddresses.{k}", v) for k, v in aux]:
             if addr is not None and addr.version != family:
                 raise BadRequest(f"{where}.{what} {addr} is not an IPv{family} address")
-        out.append(IPAMData(pool=pool, gateway=gateway, aux=aux, address_space=space))
+        out.append(IPAMData(pool=pool, gateway=gateway, address_space=space))
     return out
 
 
@@ -177,10 +180,12 @@ class CreateNetworkRequest:
     internal: bool
     ipv4_data: list
     ipv6_data: list
+    ipv6_only: bool = False  # the engine asked for no IPv4 (Docker 28's --ipv4=false)
 
 
 def parse_create_network(body):
-    """{"NetworkID","Options":{generic, enable_ipv6, internal},"IPv4Data":[..],"IPv6Data":[..]}"""
+    """{"NetworkID","Options":{generic, enable_ipv6, enable_ipv4, internal},
+    "IPv4Data":[..],"IPv6Data":[..]}"""
     opts = _dict(body, "Options")
     generic = opts.get(OPT_GENERIC) or {}
     if not isinstance(generic, dict):
@@ -197,6 +202,7 @@ def parse_create_network(body):
         internal=_bool(opts.get(OPT_INTERNAL), OPT_INTERNAL),
         ipv4_data=_ipam_data(body, "IPv4Data", 4),
         ipv6_data=_ipam_data(body, "IPv6Data", 6),
+        ipv6_only=OPT_IPV4 in opts and not _bool(opts.get(OPT_IPV4), OPT_IPV4),
     )
 
 
@@ -217,23 +223,9 @@ class PortMapping:
     host_port: int
     host_port_end: int
     host_ip: str
-
-    def to_cni(self):
-        """The CNI portMappings entries of this binding: [] or one entry.
-
-        Docker's HostPort..HostPortEnd means "one free port of that range" (the
-        CLI already splits `-p 8000-8001:80-81` into one binding per port), not
-        every port of it; portmap cannot pick, so the range's first port is used.
-        HostPort 0 (`-p 80`, `-P`) asks for an ephemeral port, which portmap
-        cannot allocate either (it refuses hostPort 0): no mapping.
-        """
-        if not self.host_port:
-            return []
-        m = {"hostPort": self.host_port, "containerPort": self.container_port,
-             "protocol": self.proto}
-        if self.host_ip:
-            m["hostIP"] = self.host_ip
-        return [m]
+    # HostPort..HostPortEnd means "one free port of that range" (the CLI already
+    # splits `-p 8000-8001:80-81` into one binding per port); HostPort 0 (`-p 80`,
+    # `-P`) asks for any free port: ports.choose picks.
 
 
 def _port(value, key, allow_zero=False):
@@ -281,11 +273,12 @@ class CreateEndpointRequest:
     address: object  # ip_interface or None
     address6: object
     mac: str
-    port_mappings: tuple
-    options: dict = field(default_factory=dict)  # --driver-opt keys, flat
+    ifname: str = ""  # the interface name asked for (com.docker.network.endpoint.ifname)
+    options: dict = field(default_factory=dict)  # --driver-opt keys pycni does not know
 
 
-ENDPOINT_DOCKER_KEYS = (OPT_PORTMAP, OPT_EXPOSED, OPT_MAC)
+ENDPOINT_DOCKER_KEYS = (OPT_PORTMAP, OPT_EXPOSED, OPT_MAC, OPT_IFNAME)
+IFNAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,14}")
 
 
 def _mac_option(value):
@@ -306,7 +299,12 @@ def _mac_option(value):
 
 
 def parse_create_endpoint(body):
-    """{"NetworkID","EndpointID","Interface":{"Address","AddressIPv6","MacAddress"},"Options"}"""
+    """{"NetworkID","EndpointID","Interface":{"Address","AddressIPv6","MacAddress"},
+    "Options":{portmap, exposedports, macaddress, endpoint.ifname, --driver-opt keys}}
+
+    Port bindings are not kept here: Docker sends them again with
+    ProgramExternalConnectivity, for the one endpoint that publishes them.
+    """
     iface = _dict(body, "Interface")
     opts = _dict(body, "Options")
     mac = _mac(iface.get("MacAddress"), "Interface.MacAddress") or _mac_option(opts.get(OPT_MAC))
@@ -323,13 +321,17 @@ def parse_create_endpoint(body):
     address6 = _iface(iface.get("AddressIPv6"), "Interface.AddressIPv6")
     if address6 is not None and address6.version != 6:
         raise BadRequest("Interface.AddressIPv6 must be IPv6")
+    parse_portmap(opts.get(OPT_PORTMAP))  # validated, used at ProgramExternalConnectivity
+    ifname = opts.get(OPT_IFNAME) or ""
+    if ifname and (not isinstance(ifname, str) or not IFNAME_RE.fullmatch(ifname)):
+        raise BadRequest(f"{OPT_IFNAME} {_show(ifname)} is not a valid interface name")
     return CreateEndpointRequest(
         network_id=_id(body, "NetworkID"),
         endpoint_id=_id(body, "EndpointID"),
         address=address,
         address6=address6,
         mac=mac,
-        port_mappings=parse_portmap(opts.get(OPT_PORTMAP)),
+        ifname=ifname,
         options=extra,
     )
 
@@ -350,17 +352,17 @@ class JoinRequest:
     network_id: str
     endpoint_id: str
     sandbox_key: str
-    port_mappings: tuple
 
 
 def parse_join(body):
-    """{"NetworkID","EndpointID","SandboxKey","Options"}"""
+    """{"NetworkID","EndpointID","SandboxKey","Options"}: the options repeat
+    CreateEndpoint's, which pycni has already read."""
     key = body.get("SandboxKey") or ""
-    if not isinstance(key, str) or "\0" in key or len(key) > 4096:
-        raise BadRequest("SandboxKey must be a path")
-    opts = _dict(body, "Options")
-    return JoinRequest(_id(body, "NetworkID"), _id(body, "EndpointID"), key,
-                       parse_portmap(opts.get(OPT_PORTMAP)))
+    if not isinstance(key, str) or "\0" in key or len(key) > 4096 or (
+            key and not key.startswith("/")):
+        raise BadRequest("SandboxKey must be an absolute path")
+    parse_portmap(_dict(body, "Options").get(OPT_PORTMAP))  # validated, read at Program...
+    return JoinRequest(_id(body, "NetworkID"), _id(body, "EndpointID"), key)
 
 
 @dataclass(frozen=True)
@@ -439,7 +441,6 @@ class RequestAddressRequest:
     pool_id: str
     address: object  # ip_address or None
     gateway: bool
-    mac: str
 
 
 def parse_request_address(body):
@@ -453,8 +454,8 @@ def parse_request_address(body):
         except ValueError:
             raise BadRequest(f"invalid Address {_show(addr)}") from None
     opts = _str_map(body, "Options")
-    return RequestAddressRequest(_pool_id(body), addr, opts.get(OPT_REQUEST_TYPE) == GATEWAY_TYPE,
-                                 _mac(opts.get(OPT_MAC), OPT_MAC))
+    _mac(opts.get(OPT_MAC), OPT_MAC)  # validated; the IPAM plugins take no MAC
+    return RequestAddressRequest(_pool_id(body), addr, opts.get(OPT_REQUEST_TYPE) == GATEWAY_TYPE)
 
 
 @dataclass(frozen=True)

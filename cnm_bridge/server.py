@@ -34,20 +34,17 @@ class _Server(BaseApplication):
 def _start_reconciler(settings):
     def hook(worker):
         # Threads do not survive gunicorn's fork: start it in the worker.
-        from .reconcile import background
-        app = worker.wsgi
-        reconciler = getattr(app, "config", {}).get("reconciler")
-        if reconciler is not None and settings.reconcile_interval > 0:
-            background(reconciler, settings.reconcile_interval)
+        from .reconcile import background, gc_argv
+        if settings.reconcile_interval > 0:
+            background(settings.reconcile_interval, gc_argv(settings))
     return hook
 
 
 def _drain_deleter(worker):
     """At a graceful stop, let pending CNI DELs finish (what is left is redone at start)."""
-    driver = getattr(getattr(worker, "wsgi", None), "config", {}).get("driver")
-    deleter = getattr(driver, "deleter", None)
-    if deleter is not None:
-        deleter.wait_for(lambda p: True, timeout=20)
+    graph = getattr(getattr(worker, "wsgi", None), "config", {}).get("graph")
+    if graph is not None:
+        graph.attachments.drain(timeout=20)
 
 
 def serve(settings, factory, threads=16):

@@ -1,28 +1,22 @@
-"""pycni's own record of networks and endpoints (SQLite, WAL).
+"""pycni's own record of networks, endpoints and IPAM pools (SQLite, WAL).
 
 Docker never replays CreateNetwork after a restart, so this store is the only
-place a network's conflist survives. Each thread gets its own connection.
+place a network's spec survives. Each thread gets its own connection.
 """
 
+import dataclasses
 import json
 import os
 import sqlite3
 import threading
 from dataclasses import dataclass, field
 
+from .netspec import NetworkSpec, legacy
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
     id TEXT PRIMARY KEY,
-    cni_name TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    conflist TEXT NOT NULL,
-    internal INTEGER NOT NULL DEFAULT 0,
-    ipam TEXT NOT NULL DEFAULT 'docker',
-    owned_links TEXT NOT NULL DEFAULT '[]',
-    ipam_dir TEXT NOT NULL DEFAULT '',
-    isolated_bridge TEXT NOT NULL DEFAULT '',
-    ipv6 INTEGER NOT NULL DEFAULT 0,
-    masquerade TEXT NOT NULL DEFAULT '{}',
+    spec TEXT,
     created REAL NOT NULL DEFAULT (julianday('now'))
 );
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -51,37 +45,68 @@ CREATE TABLE IF NOT EXISTS ipam_addresses (
     PRIMARY KEY (pool_id, address)
 );
 """
-
-
-@dataclass
-class Network:
-    id: str
-    cni_name: str
-    mode: str
-    conflist: dict
-    internal: bool = False
-    ipam: str = "docker"
-    owned_links: list = field(default_factory=list)
-    ipam_dir: str = ""
-    isolated_bridge: str = ""
-    ipv6: bool = False
-    masquerade: dict = field(default_factory=dict)  # {"bridge":..., "subnets": [...]} or {}
+# Columns added after the first release: (table, column, definition). Older stores
+# gain them, with these defaults, when opened.
+ADDED_COLUMNS = [
+    ("endpoints", "ifname", "TEXT NOT NULL DEFAULT 'eth0'"),
+    ("endpoints", "mode", "TEXT NOT NULL DEFAULT 'handoff'"),
+    ("endpoints", "addresses", "TEXT NOT NULL DEFAULT '[]'"),
+    ("endpoints", "mac_given", "INTEGER NOT NULL DEFAULT 0"),
+    ("endpoints", "sandbox_key", "TEXT NOT NULL DEFAULT ''"),
+]
+ENDPOINT_STATES = ("created", "creating", "ready", "deleting")
 
 
 @dataclass
 class Endpoint:
+    """One Docker endpoint. States: "created" (CreateEndpoint answered, CNI not run yet),
+    "creating" (ADD in flight), "ready" (attached), "deleting" (DEL due)."""
+
     id: str
     network_id: str
-    state: str  # "creating", "ready" or "deleting"
-    netns: str
-    tmp_ifname: str
+    state: str
+    netns: str = ""  # pycni's netns for it: the scratch one (handoff) or the pin (direct)
+    tmp_ifname: str = ""  # the handed-off link's name on the host (handoff only)
+    ifname: str = "eth0"  # CNI_IFNAME
+    mode: str = ""  # "handoff" or "direct", decided at Join
+    addresses: list = field(default_factory=list)  # Docker's, as CIDR strings
+    mac: str = ""
+    mac_given: bool = False  # the user's --mac-address
     cni_args: list = field(default_factory=list)
     cap_args: dict = field(default_factory=dict)
     result: dict = None
-    mac: str = ""
-    created_unix: float = field(default=0.0, compare=False)
     boot_id: str = field(default="", compare=False)
     ports: list = field(default_factory=list)
+    sandbox_key: str = ""
+    created_unix: float = field(default=0.0, compare=False)
+
+
+@dataclass
+class Pool:
+    """An IPAM pool of pycni's IPAM driver."""
+
+    id: str
+    subnet: str
+    v6: bool = False
+    kind: str = "host-local"  # the IPAM plugin run alone: host-local or static
+    cni_network: str = ""  # the conflist whose IPAM this is (--ipam-opt cni.network)
+    ipam: dict = field(default_factory=dict)  # that conflist's IPAM section, verbatim
+    range: dict = field(default_factory=dict)  # host-local range of a pool made here
+    gateway: str = ""
+
+    def to_json(self):
+        doc = dataclasses.asdict(self)
+        doc.pop("id")
+        return doc
+
+    @classmethod
+    def from_json(cls, pool_id, doc):
+        # The first release wrote "type" and "base" for "kind" and "ipam".
+        return cls(id=pool_id, subnet=doc["subnet"], v6=bool(doc.get("v6")),
+                   kind=doc.get("kind") or doc.get("type") or "host-local",
+                   cni_network=doc.get("cni_network") or "",
+                   ipam=doc.get("ipam") or doc.get("base") or {},
+                   range=doc.get("range") or {}, gateway=doc.get("gateway") or "")
 
 
 class Store:
@@ -102,11 +127,33 @@ class Store:
                 os.chmod(path + suffix, 0o600)
 
     def _migrate(self):
-        """Columns added after a release: old stores gain them with their defaults."""
         db = self._conn().db
         have = {r["name"] for r in db.execute("PRAGMA table_info(networks)")}
-        if "masquerade" not in have:
-            db.execute("ALTER TABLE networks ADD COLUMN masquerade TEXT NOT NULL DEFAULT '{}'")
+        if "conflist" in have:
+            self._rewrite_legacy_networks()
+        for table, column, definition in ADDED_COLUMNS:
+            have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+    def _rewrite_legacy_networks(self):
+        """The first release's networks table (a column per field) -> one spec per row."""
+        with self._conn() as db:
+            rows = db.execute("SELECT * FROM networks").fetchall()
+            specs = []
+            for row in rows:
+                old = {k: row[k] for k in row.keys()}
+                for key, empty in (("conflist", "{}"), ("owned_links", "[]"),
+                                   ("masquerade", "{}")):
+                    old[key] = json.loads(old.get(key) or empty)
+                specs.append((legacy(old), row["created"]))
+            db.execute("ALTER TABLE networks RENAME TO networks_legacy")
+            db.execute("CREATE TABLE networks (id TEXT PRIMARY KEY, spec TEXT, "
+                       "created REAL NOT NULL DEFAULT (julianday('now')))")
+            for spec, created in specs:
+                db.execute("INSERT INTO networks (id, spec, created) VALUES (?,?,?)",
+                           (spec.id, json.dumps(spec.to_json()), created))
+            db.execute("DROP TABLE networks_legacy")
 
     def _conn(self):
         db = getattr(self._local, "db", None)
@@ -122,14 +169,10 @@ class Store:
 
     # -- networks -------------------------------------------------------------
 
-    def add_network(self, n):
+    def add_network(self, spec):
         with self._conn() as db:
-            db.execute(
-                "INSERT INTO networks (id, cni_name, mode, conflist, internal, ipam, owned_links,"
-                " ipam_dir, isolated_bridge, ipv6, masquerade) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (n.id, n.cni_name, n.mode, json.dumps(n.conflist), int(n.internal), n.ipam,
-                 json.dumps(n.owned_links), n.ipam_dir, n.isolated_bridge, int(n.ipv6),
-                 json.dumps(n.masquerade)))
+            db.execute("INSERT INTO networks (id, spec) VALUES (?,?)",
+                       (spec.id, json.dumps(spec.to_json())))
 
     def get_network(self, network_id):
         with self._conn() as db:
@@ -150,18 +193,24 @@ class Store:
     def add_endpoint(self, e):
         with self._conn() as db:
             db.execute(
-                "INSERT INTO endpoints (id, network_id, state, netns, tmp_ifname, cni_args,"
-                " cap_args, result, mac, boot_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (e.id, e.network_id, e.state, e.netns, e.tmp_ifname, json.dumps(e.cni_args),
-                 json.dumps(e.cap_args), json.dumps(e.result) if e.result else None, e.mac,
-                 e.boot_id))
+                "INSERT INTO endpoints (id, network_id, state, netns, tmp_ifname, ifname, mode,"
+                " addresses, mac, mac_given, cni_args, cap_args, result, boot_id, ports,"
+                " sandbox_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (e.id, e.network_id, e.state, e.netns, e.tmp_ifname, e.ifname, e.mode,
+                 json.dumps(e.addresses), e.mac, int(e.mac_given), json.dumps(e.cni_args),
+                 json.dumps(e.cap_args), json.dumps(e.result) if e.result else None,
+                 e.boot_id, json.dumps(e.ports), e.sandbox_key))
 
     def update_endpoint(self, e):
         with self._conn() as db:
             db.execute(
-                "UPDATE endpoints SET state=?, result=?, mac=?, cap_args=?, ports=? WHERE id=?",
-                (e.state, json.dumps(e.result) if e.result else None, e.mac,
-                 json.dumps(e.cap_args), json.dumps(e.ports), e.id))
+                "UPDATE endpoints SET state=?, netns=?, tmp_ifname=?, ifname=?, mode=?,"
+                " mac=?, cni_args=?, cap_args=?, result=?, ports=?, sandbox_key=?, boot_id=?"
+                " WHERE id=?",
+                (e.state, e.netns, e.tmp_ifname, e.ifname, e.mode, e.mac,
+                 json.dumps(e.cni_args), json.dumps(e.cap_args),
+                 json.dumps(e.result) if e.result else None, json.dumps(e.ports),
+                 e.sandbox_key, e.boot_id, e.id))
 
     def get_endpoint(self, endpoint_id):
         with self._conn() as db:
@@ -183,20 +232,20 @@ class Store:
 
     # -- IPAM -----------------------------------------------------------------
 
-    def add_pool(self, pool_id, data):
+    def put_pool(self, pool):
         with self._conn() as db:
             db.execute("INSERT OR REPLACE INTO ipam_pools (id, data) VALUES (?,?)",
-                       (pool_id, json.dumps(data)))
+                       (pool.id, json.dumps(pool.to_json())))
 
     def get_pool(self, pool_id):
         with self._conn() as db:
             row = db.execute("SELECT data FROM ipam_pools WHERE id=?", (pool_id,)).fetchone()
-        return json.loads(row["data"]) if row else None
+        return Pool.from_json(pool_id, json.loads(row["data"])) if row else None
 
     def pools(self):
         with self._conn() as db:
             rows = db.execute("SELECT id, data FROM ipam_pools").fetchall()
-        return {r["id"]: json.loads(r["data"]) for r in rows}
+        return [Pool.from_json(r["id"], json.loads(r["data"])) for r in rows]
 
     def delete_pool(self, pool_id):
         with self._conn() as db:
@@ -220,6 +269,12 @@ class Store:
                               (pool_id,)).fetchall()
         return {r["address"]: r["handle"] for r in rows}
 
+    def handles(self):
+        """Every IPAM handle held (CNI container ids of the IPAM driver's attachments)."""
+        with self._conn() as db:
+            rows = db.execute("SELECT handle FROM ipam_addresses").fetchall()
+        return {r["handle"] for r in rows}
+
     def delete_address(self, pool_id, address):
         with self._conn() as db:
             db.execute("DELETE FROM ipam_addresses WHERE pool_id=? AND address=?",
@@ -242,18 +297,17 @@ class _Tx:
 
 
 def _network(row):
-    return Network(id=row["id"], cni_name=row["cni_name"], mode=row["mode"],
-                   conflist=json.loads(row["conflist"]), internal=bool(row["internal"]),
-                   ipam=row["ipam"], owned_links=json.loads(row["owned_links"]),
-                   ipam_dir=row["ipam_dir"], isolated_bridge=row["isolated_bridge"],
-                   ipv6=bool(row["ipv6"]), masquerade=json.loads(row["masquerade"]))
+    return NetworkSpec.from_json(json.loads(row["spec"]))
 
 
 def _endpoint(row):
     return Endpoint(id=row["id"], network_id=row["network_id"], state=row["state"],
-                    netns=row["netns"], tmp_ifname=row["tmp_ifname"],
+                    netns=row["netns"], tmp_ifname=row["tmp_ifname"], ifname=row["ifname"],
+                    mode=row["mode"], addresses=json.loads(row["addresses"]), mac=row["mac"],
+                    mac_given=bool(row["mac_given"]),
                     cni_args=[tuple(p) for p in json.loads(row["cni_args"])],
                     cap_args=json.loads(row["cap_args"]),
-                    result=json.loads(row["result"]) if row["result"] else None, mac=row["mac"],
-                    created_unix=(row["created"] - 2440587.5) * 86400.0,
-                    boot_id=row["boot_id"], ports=json.loads(row["ports"]))
+                    result=json.loads(row["result"]) if row["result"] else None,
+                    boot_id=row["boot_id"], ports=json.loads(row["ports"]),
+                    sandbox_key=row["sandbox_key"],
+                    created_unix=(row["created"] - 2440587.5) * 86400.0)

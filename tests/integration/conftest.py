@@ -6,12 +6,9 @@ import secrets
 import pytest
 
 import support
-from cni_runner import CNIRuntime
-from cnm_bridge import netlink
-from cnm_bridge.driver import Driver
-from cnm_bridge.ipam import Ipam
+from cnm_bridge import links, netns
+from cnm_bridge.compose import build
 from cnm_bridge.settings import Settings
-from cnm_bridge.store import Store
 
 
 class Host:
@@ -23,15 +20,15 @@ class Host:
 
     def add_netns(self, prefix="pyct"):
         name = f"{prefix}-{secrets.token_hex(4)}"
-        netlink.create_netns(name)
+        netns.create(name)
         self.netns.append(name)
         return name
 
     def cleanup(self):
         for name in self.netns:
-            netlink.delete_netns(name)
+            netns.NetNS(name).delete()
         for link in self.links:
-            netlink.delete_link(link)
+            links.delete_link(link)
 
 
 @pytest.fixture
@@ -47,18 +44,16 @@ def stack(needs_root, tmp_path):
                         bin_dirs=support.CNI_BIN_DIRS, state_dir=str(tmp_path / "state"),
                         plugin_timeout=30)
     os.makedirs(settings.conf_dir)
-    store = Store(settings.db_path)
-    runtime = CNIRuntime(settings.bin_dirs, settings.cni_cache_dir, timeout=30)
-    driver = Driver(settings, store, runtime)
-    ipam = Ipam(settings, store, runtime)
-    yield settings, store, driver, ipam
+    graph = build(settings, defer_delete=False)
+    yield settings, graph.store, graph.driver, graph.ipam
     # Whatever a failed test left: endpoints and networks through the driver itself.
     from cnm_bridge.protocol import NetworkRef
-    for net in store.networks():
+    for net in graph.store.networks():
         try:
-            driver.delete_network(NetworkRef(net.id))
+            graph.driver.delete_network(NetworkRef(net.id))
         except Exception:
             pass
-    for ep in store.endpoints():
-        netlink.delete_netns(ep.netns)
-        netlink.delete_link(ep.tmp_ifname)
+    for ep in graph.store.endpoints():
+        netns.NetNS(ep.netns).delete()
+        if ep.tmp_ifname:
+            links.delete_link(ep.tmp_ifname)

@@ -1,4 +1,9 @@
-"""The scratch-netns handoff without Docker: what Docker would do is done by hand here."""
+"""Both ways of attaching, without Docker: what Docker would do is done by hand here.
+
+Handoff: the SandboxKey does not exist at Join, CNI runs in a scratch netns and
+the link is handed over. Direct: the SandboxKey is a mounted netns at Join, CNI
+runs in it.
+"""
 
 import json
 import os
@@ -8,8 +13,12 @@ import pytest
 
 import support
 from cni_runner import PluginError
-from cnm_bridge import netlink, protocol, translate
+from pyroute2 import IPRoute
+
+from cnm_bridge import links, names, netns, protocol
 from support import body, hexid
+
+NOT_YET = "/var/run/docker/netns/not-there-yet"  # a SandboxKey at Join on Docker < 28
 
 
 def make_network(driver, subnet, **opts):
@@ -24,20 +33,26 @@ def make_network(driver, subnet, **opts):
     return nid, gw
 
 
-def make_endpoint(driver, nid, address):
+def make_endpoint(driver, nid, address, sandbox_key=NOT_YET):
+    """CreateEndpoint then Join, as Docker sends them. -> (id, CreateEndpoint's answer, Join's)"""
     eid = hexid()
     req = protocol.parse_create_endpoint(protocol.load_body(body({
         "NetworkID": nid, "EndpointID": eid,
         "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": ""},
         "Options": {}})))
-    return eid, driver.create_endpoint(req)
+    answer = driver.create_endpoint(req)
+    join = driver.join(protocol.parse_join({"NetworkID": nid, "EndpointID": eid,
+                                            "SandboxKey": sandbox_key}))
+    return eid, answer, join
 
+
+def delete_endpoint(driver, nid, eid):
+    driver.delete_endpoint(protocol.parse_endpoint_ref({"NetworkID": nid, "EndpointID": eid}))
 
 def docker_moves_in(tmpname, sandbox, address, gw):
     """What Docker does after Join: move the link in, name it eth0, configure it."""
-    fd = os.open(netlink.netns_path(sandbox), os.O_RDONLY)
+    fd = os.open(netns.NetNS(sandbox).path, os.O_RDONLY)
     try:
-        from pyroute2 import IPRoute
         with IPRoute() as ipr:
             idx = ipr.link_lookup(ifname=tmpname)[0]
             ipr.link("set", index=idx, net_ns_fd=fd)
@@ -77,23 +92,23 @@ def test_endpoint_handoff_and_teardown(stack, host):
     sn = subnet()
     nid, gw = make_network(driver, sn)
     addr = sn.rsplit(".", 1)[0] + ".5/24"
-    eid, answer = make_endpoint(driver, nid, addr)
-    tmp = translate.tmp_ifname(eid)
-    # CreateEndpoint leaves the container side on the host, down, under a temporary name.
+    eid, answer, join = make_endpoint(driver, nid, addr)
+    tmp = names.tmp_ifname(eid)
+    # Join leaves the container side on the host, down, under a temporary name, with the
+    # MAC that follows the address (CreateEndpoint answered it).
     assert tmp in support.links()
     link = support.run("ip", "-o", "link", "show", tmp).stdout
     assert "state DOWN" in link
+    assert answer["Interface"] == {"MacAddress": "02:42:" + ":".join(
+        f"{int(x):02x}" for x in addr.split("/")[0].split("."))}
     assert answer["Interface"]["MacAddress"] in link
-    assert "Address" not in answer["Interface"]
-    join = driver.join(protocol.parse_join({"NetworkID": nid, "EndpointID": eid,
-                                            "SandboxKey": "/var/run/docker/netns/x"}))
     assert join == {"InterfaceName": {"SrcName": tmp, "DstPrefix": "eth"}, "Gateway": gw}
     sandbox = host.add_netns("pyct-sbx")
     docker_moves_in(tmp, sandbox, addr, gw)
     # The host side CNI made (bridge, gateway address, firewall) carries the traffic.
     support.run("ip", "netns", "exec", sandbox, *support.ping_cmd(gw))
     docker_moves_out(sandbox, tmp)
-    driver.delete_endpoint(protocol.parse_endpoint_ref({"NetworkID": nid, "EndpointID": eid}))
+    delete_endpoint(driver, nid, eid)
     driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
     assert_clean(settings, nid, sn)
 
@@ -117,14 +132,14 @@ def test_teardown_when_the_link_died_with_the_sandbox(stack, host):
             {"type": "firewall"}]}, f)
     nid, gw = make_network(driver, sn, **{"cni.network": name})
     addr = sn.rsplit(".", 1)[0] + ".6/24"
-    eid, _ = make_endpoint(driver, nid, addr)
+    eid, _, _ = make_endpoint(driver, nid, addr)
     ip = addr.split("/")[0]
     nat = support.run("iptables-save", "-t", "nat").stdout
     assert f"-A POSTROUTING -s {ip}/32" in nat  # the bridge plugin's masquerade
     sandbox = host.add_netns("pyct-sbx")
-    docker_moves_in(translate.tmp_ifname(eid), sandbox, addr, gw)
-    netlink.delete_netns(sandbox)  # the link is destroyed with it
-    driver.delete_endpoint(protocol.parse_endpoint_ref({"NetworkID": nid, "EndpointID": eid}))
+    docker_moves_in(names.tmp_ifname(eid), sandbox, addr, gw)
+    netns.NetNS(sandbox).delete()  # the link is destroyed with it
+    delete_endpoint(driver, nid, eid)
     driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
     assert_clean(settings, nid, sn)
 
@@ -135,8 +150,12 @@ def test_failed_add_leaves_nothing(stack, host):
     nid, gw = make_network(driver, sn)
     # The gateway address itself: host-local refuses it, so ADD fails part way.
     with pytest.raises(PluginError) as err:
-        make_endpoint(driver, nid, gw + "/24")
+        eid, _, _ = make_endpoint(driver, nid, gw + "/24")
     assert "host-local" in str(err.value) or "bridge" in str(err.value)
+    # The record stays, CNI-free, until Docker's DeleteEndpoint after the failed Join.
+    [ep] = store.endpoints()
+    assert ep.state == "created" and ep.result is None
+    delete_endpoint(driver, nid, ep.id)
     assert store.endpoints() == []
     driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
     assert_clean(settings, nid, sn)
@@ -146,7 +165,7 @@ def test_delete_endpoint_twice_and_unknown(stack):
     settings, store, driver, _ = stack
     sn = subnet()
     nid, gw = make_network(driver, sn)
-    eid, _ = make_endpoint(driver, nid, sn.rsplit(".", 1)[0] + ".7/24")
+    eid, _, _ = make_endpoint(driver, nid, sn.rsplit(".", 1)[0] + ".7/24")
     ref = protocol.parse_endpoint_ref({"NetworkID": nid, "EndpointID": eid})
     driver.delete_endpoint(ref)
     driver.delete_endpoint(ref)  # Docker may retry: idempotent
@@ -174,15 +193,98 @@ def test_hand_out_reads_the_mac_or_refuses_clearly(host):
     """The bare-netlink move: a name taken on the host and a missing link are errors that
     say so; without a MAC from CNI the link's own is read."""
     import secrets
-    ns = host.add_netns("pyct-ho")
-    netlink.in_netns(ns, lambda ipr: ipr.link("add", ifname="eth0", kind="veth", peer="peer0"))
+    ns = netns.NetNS(host.add_netns("pyct-ho"))
+
+    def add_veth():
+        with IPRoute() as ipr:
+            ipr.link("add", ifname="eth0", kind="veth", peer="peer0")
+    ns.run_on_thread(add_veth)
     taken, free = ("pyct" + secrets.token_hex(4) for _ in range(2))
     host.links += [taken, free]
     support.run("ip", "link", "add", taken, "type", "veth", "peer", "name", taken + "p")
-    with pytest.raises(netlink.NetlinkOpError, match="File exists"):
-        netlink.hand_out(ns, "eth0", taken)
-    mac = netlink.hand_out(ns, "eth0", free)
+    with pytest.raises(netns.NetnsError, match="File exists"):
+        links.hand_out(ns, "eth0", taken)
+    mac = links.hand_out(ns, "eth0", free)
     shown = support.run("ip", "-o", "link", "show", free).stdout
     assert mac and f"link/ether {mac} " in shown and "state DOWN" in shown
-    with pytest.raises(netlink.NetlinkOpError, match="no interface 'eth0'"):
-        netlink.hand_out(ns, "eth0", "pyctgone")
+    with pytest.raises(netns.NetnsError, match="no interface 'eth0'"):
+        links.hand_out(ns, "eth0", "pyctgone")
+
+
+def test_direct_attach_in_a_mounted_sandbox(stack, host):
+    """Docker 28 (and `docker network connect`): the SandboxKey is a mounted netns at
+    Join, so CNI runs in it. Docker is told only the gateway, and must be able to set
+    the default route itself; the interface outlives the container until DEL."""
+    settings, store, driver, _ = stack
+    sn = subnet()
+    nid, gw = make_network(driver, sn)
+    sandbox = host.add_netns("pyct-sbx")
+    addr = sn.rsplit(".", 1)[0] + ".9/24"
+    eid, answer, join = make_endpoint(driver, nid, addr, netns.NetNS(sandbox).path)
+    assert join == {"Gateway": gw}
+    assert names.tmp_ifname(eid) not in support.links()  # nothing handed over
+    shown = support.run("ip", "-n", sandbox, "-o", "addr", "show", "eth0").stdout
+    assert addr in shown
+    link = support.run("ip", "-n", sandbox, "-o", "link", "show", "eth0").stdout
+    assert f"link/ether {answer['Interface']['MacAddress']} " in link
+    assert "default" not in support.run("ip", "-n", sandbox, "route").stdout
+    support.run("ip", "-n", sandbox, "route", "add", "default", "via", gw)  # Docker's part
+    support.run("ip", "netns", "exec", sandbox, *support.ping_cmd(gw))
+    [ep] = store.endpoints()
+    assert (ep.mode, ep.ifname) == ("direct", "eth0")
+    # The container dies first: pycni's pin keeps its netns for the DEL.
+    netns.NetNS(sandbox).delete()
+    host.netns.remove(sandbox)
+    assert netns.NetNS(ep.netns).exists()
+    delete_endpoint(driver, nid, eid)
+    driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
+    assert_clean(settings, nid, sn)
+
+
+def test_direct_attach_takes_the_next_free_ethN(stack, host):
+    settings, store, driver, _ = stack
+    sn = subnet()
+    nid, gw = make_network(driver, sn)
+    sandbox = host.add_netns("pyct-sbx")
+    support.run("ip", "-n", sandbox, "link", "add", "eth0", "type", "veth", "peer", "name",
+                "other")  # the interface of the container's first network
+    eid, _, _ = make_endpoint(driver, nid, sn.rsplit(".", 1)[0] + ".10/24",
+                              netns.NetNS(sandbox).path)
+    assert "eth1" in support.run("ip", "-n", sandbox, "-o", "link").stdout
+    assert store.get_endpoint(eid).ifname == "eth1"
+    delete_endpoint(driver, nid, eid)
+    assert "eth1" not in support.run("ip", "-n", sandbox, "-o", "link").stdout
+    driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
+    assert_clean(settings, nid, sn)
+
+
+def test_settings_inside_the_netns_need_the_container_netns(stack, host):
+    """tuning's sysctl is set in the netns CNI runs in: kept in direct mode, refused
+    (naming it) where pycni would have to hand the interface over."""
+    settings, store, driver, _ = stack
+    sn = subnet()
+    name = "pyct-" + hexid()[:8]
+    with open(os.path.join(settings.conf_dir, f"10-{name}.conflist"), "w") as f:
+        json.dump({"cniVersion": "1.0.0", "name": name, "plugins": [
+            {"type": "bridge", "bridge": "pyct" + hexid()[:8], "isGateway": True,
+             "ipam": {"type": "host-local", "dataDir": settings.ipam_dir,
+                      "ranges": [[{"subnet": sn}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}}]}, f)
+    nid, gw = make_network(driver, sn, **{"cni.network": name})
+    with pytest.raises(Exception, match="cannot survive pycni's handoff to Docker: tuning "
+                                        "sysctl net.ipv4.conf.eth0.arp_notify"):
+        make_endpoint(driver, nid, sn.rsplit(".", 1)[0] + ".11/24")
+    for ep in store.endpoints():
+        delete_endpoint(driver, nid, ep.id)
+    sandbox = host.add_netns("pyct-sbx")
+    eid, _, _ = make_endpoint(driver, nid, sn.rsplit(".", 1)[0] + ".12/24",
+                              netns.NetNS(sandbox).path)
+    value = support.run("ip", "netns", "exec", sandbox, "cat",
+                        "/proc/sys/net/ipv4/conf/eth0/arp_notify").stdout.strip()
+    assert value == "1"
+    delete_endpoint(driver, nid, eid)
+    bridge = [p for p in store.get_network(nid).conflist["plugins"]
+              if p["type"] == "bridge"][0]["bridge"]
+    driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
+    support.run("ip", "link", "del", bridge, check=False)
+    assert_clean(settings, nid, sn)

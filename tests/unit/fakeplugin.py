@@ -18,6 +18,11 @@ command ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION") an object with
   "trace": log start/end times to STATE_DIR/trace.log.
 Without instructions ADD passes prevResult through (as chained plugins do) or
 prints a fresh result in the requested cniVersion; other verbs print nothing.
+A fresh result carries the addresses asked for (runtimeConfig.ips, or a static
+IPAM's addresses) and the MAC (runtimeConfig.mac, CNI_ARGS MAC=), as the
+reference plugins do. A plugin named "host-local" allocates like the real one:
+the first free address of its range(s), or CNI_ARGS IP=, recorded per network
+in STATE_DIR and freed by DEL.
 """
 
 import json
@@ -40,22 +45,92 @@ def _vtuple(v):
         return (1, 0, 0)
 
 
-def fresh_result(ver, env):
+def _cni_args(env):
+    return dict(p.split("=", 1) for p in env.get("CNI_ARGS", "").split(";") if "=" in p)
+
+
+def _asked(conf):
+    """[(address, gateway)] the runtime or a static IPAM asked for, or None."""
+    if not isinstance(conf, dict):
+        return None
+    ips = (conf.get("runtimeConfig") or {}).get("ips")
+    if ips:
+        return [(a, None) for a in ips]
+    ipam = conf.get("ipam") or {}
+    if ipam.get("type") == "static" and ipam.get("addresses"):
+        return [(a["address"], a.get("gateway")) for a in ipam["addresses"]]
+    return None
+
+
+def fresh_result(ver, env, conf=None):
+    asked = _asked(conf) or [("10.22.0.5/16", "10.22.0.1")]
+    mac = ((conf or {}).get("runtimeConfig") or {}).get("mac") if isinstance(conf, dict) \
+        else None
+    mac = mac or _cni_args(env).get("MAC") or "0a:58:0a:16:00:05"
     if _vtuple(ver) < (0, 3, 0):
-        return {"cniVersion": ver,
-                "ip4": {"ip": "10.22.0.5/16", "gateway": "10.22.0.1",
-                        "routes": [{"dst": "0.0.0.0/0"}]}}
-    ipc = {"address": "10.22.0.5/16", "gateway": "10.22.0.1", "interface": 0}
-    if _vtuple(ver) < (1, 0, 0):
-        ipc["version"] = "4"
+        block = {"ip": asked[0][0], "routes": [{"dst": "0.0.0.0/0"}]}
+        if asked[0][1] or not _asked(conf):
+            block["gateway"] = asked[0][1] or "10.22.0.1"
+        return {"cniVersion": ver, "ip4": block}
+    ips = []
+    for address, gateway in asked:
+        ipc = {"address": address, "interface": 0}
+        if gateway:
+            ipc["gateway"] = gateway
+        if _vtuple(ver) < (1, 0, 0):
+            ipc["version"] = "6" if ":" in address else "4"
+        ips.append(ipc)
     return {
         "cniVersion": ver,
-        "interfaces": [{"name": env.get("CNI_IFNAME", ""), "mac": "0a:58:0a:16:00:05",
+        "interfaces": [{"name": env.get("CNI_IFNAME", ""), "mac": mac,
                         "sandbox": env.get("CNI_NETNS", "")}],
-        "ips": [ipc],
+        "ips": ips,
         "routes": [{"dst": "0.0.0.0/0"}],
         "dns": {"nameservers": ["10.22.0.1"]},
     }
+
+
+def _host_local(state, conf, env, command):
+    """A tiny host-local: one address per range set, from STATE_DIR/hostlocal-<net>.json."""
+    import ipaddress
+    ipam = conf.get("ipam") or {}
+    path = os.path.join(state, f"hostlocal-{conf.get('name')}.json")
+    try:
+        with open(path) as f:
+            held = json.load(f)
+    except FileNotFoundError:
+        held = {}
+    cid = env.get("CNI_CONTAINERID", "")
+    if command == "DEL":
+        held = {a: c for a, c in held.items() if c != cid}
+        with open(path, "w") as f:
+            json.dump(held, f)
+        return None
+    want = _cni_args(env).get("IP")
+    ips = []
+    for rset in ipam.get("ranges") or []:
+        r = rset[0]
+        net = ipaddress.ip_network(r["subnet"])
+        gw = ipaddress.ip_address(r.get("gateway") or net.network_address + 1)
+        first = ipaddress.ip_address(r.get("rangeStart") or net.network_address + 1)
+        last = ipaddress.ip_address(r.get("rangeEnd") or net.broadcast_address - 1)
+        if want:
+            addr = ipaddress.ip_address(want)
+            if not first <= addr <= last or str(addr) in held:
+                print(json.dumps({"code": 11, "msg": f"requested IP {want} not available"}))
+                sys.exit(1)
+        else:
+            addr = first
+            while addr == gw or str(addr) in held:
+                addr += 1
+            if addr > last:
+                print(json.dumps({"code": 11, "msg": "no IP addresses available in range"}))
+                sys.exit(1)
+        held[str(addr)] = cid
+        ips.append({"address": f"{addr}/{net.prefixlen}", "gateway": str(gw)})
+    with open(path, "w") as f:
+        json.dump(held, f)
+    return {"cniVersion": conf.get("cniVersion", "1.0.0"), "ips": ips}
 
 
 def _append(path, line):
@@ -119,6 +194,11 @@ def main():
         sys.stdout.write(json.dumps({
             "cniVersion": todo.get("cniVersion", "1.0.0"),
             "supportedVersions": behaviour.get("versions", DEFAULT_VERSIONS)}))
+    elif name == "host-local" and command in ("ADD", "DEL") and isinstance(conf, dict) \
+            and (conf.get("ipam") or {}).get("ranges"):
+        res = _host_local(state, conf, env, command)
+        if res is not None:
+            sys.stdout.write(json.dumps(res))
     elif command == "ADD":
         if "result" in todo:
             res = todo["result"]
@@ -126,7 +206,7 @@ def main():
             res = conf["prevResult"]
         else:
             ver = conf.get("cniVersion", "1.0.0") if isinstance(conf, dict) else "1.0.0"
-            res = fresh_result(ver, env)
+            res = fresh_result(ver, env, conf)
         sys.stdout.write(json.dumps(res))
     sys.stdout.flush()
     if todo.get("trace"):

@@ -62,9 +62,17 @@ class FakeIpam(Recorder):
         })
 
 
+class NoHost:
+    def reset_move_seconds(self):
+        pass
+
+    def move_seconds(self):
+        return 0.0
+
+
 @pytest.fixture
 def fakes():
-    return FakeDriver(), FakeIpam()
+    return FakeDriver(), FakeIpam(), NoHost(), []
 
 
 @pytest.fixture
@@ -191,12 +199,13 @@ def test_activate_and_capabilities(client):
 
 
 def test_parsed_requests_reach_the_driver(client, fakes):
-    driver, ipam = fakes
+    driver, ipam = fakes[:2]
     post(client, "NetworkDriver.CreateEndpoint", ROUTES[4][1])
     req = driver.calls[-1][1]
     assert isinstance(req, p.CreateEndpointRequest)
     assert str(req.address) == "10.70.0.50/24" and req.mac == "02:42:0a:46:00:32"
-    assert req.port_mappings[0].host_port == 8080
+    post(client, "NetworkDriver.ProgramExternalConnectivity", ROUTES[9][1])
+    assert driver.calls[-1][1].port_mappings[0].host_port == 8080
     post(client, "NetworkDriver.Join", ROUTES[7][1])
     assert driver.calls[-1][1].sandbox_key == "/var/run/docker/netns/0123456789ab"
     post(client, "IpamDriver.RequestAddress", {

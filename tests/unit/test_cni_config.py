@@ -329,14 +329,7 @@ def test_unknown_keys_and_capabilities_kept_in_plugin_raw():
     conf = conflist_from_dict({"cniVersion": "1.0.0", "name": "n", "plugins": [plugin],
                                "extra": 1})
     assert conf.plugins[0].raw == plugin
-    assert conf.plugins[0].capabilities == {"portMappings": True}
     assert json.loads(conf.bytes)["extra"] == 1
-
-
-def test_capabilities_not_an_object_is_ignored():
-    conf = conflist_from_dict({"cniVersion": "1.0.0", "name": "n",
-                               "plugins": [{"type": "x", "capabilities": ["ips"]}]})
-    assert conf.plugins[0].capabilities == {}
 
 
 def test_load_only_inlined_plugins_bad_value():

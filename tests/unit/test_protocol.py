@@ -98,9 +98,8 @@ def test_create_network_full():
     assert v4.pool == net("10.50.0.0/16")
     assert v4.gateway == ip("10.50.0.254/16")
     assert v4.address_space == "LocalDefault"
-    assert v4.aux == (("a", ip("10.50.0.11/16")), ("host1", ip("10.50.0.10/16")))
     [v6] = req.ipv6_data
-    assert v6.pool == net("fd50::/64") and v6.gateway == ip("fd50::1/64") and v6.aux == ()
+    assert v6.pool == net("fd50::/64") and v6.gateway == ip("fd50::1/64")
 
 
 def test_create_network_minimal_default_pool():
@@ -231,15 +230,12 @@ def test_create_endpoint_full():
     assert req.network_id == NID and req.endpoint_id == EID
     assert req.address == ip("10.70.0.50/24") and req.address6 is None
     assert req.mac == "02:42:0a:46:00:32"
-    assert req.options == {}
-    tcp, udp = req.port_mappings
+    assert req.options == {} and req.ifname == ""
+    tcp, udp = p.parse_portmap(endpoint_body()["Options"]["com.docker.network.portmap"])
     assert (tcp.proto, tcp.container_port, tcp.host_port, tcp.host_port_end, tcp.host_ip) == (
         "tcp", 80, 8080, 8080, "")
     assert (udp.proto, udp.container_port, udp.host_port, udp.host_ip) == (
         "udp", 53, 5353, "127.0.0.1")
-    assert tcp.to_cni() == [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]
-    assert udp.to_cni() == [{"hostPort": 5353, "containerPort": 53, "protocol": "udp",
-                             "hostIP": "127.0.0.1"}]
 
 
 def test_create_endpoint_mac_only_in_options_base64():
@@ -267,12 +263,12 @@ def test_create_endpoint_internal_empty_options_no_address():
                                    "Interface": {"Address": "", "AddressIPv6": "",
                                                  "MacAddress": ""}, "Options": {}})
     assert req.address is None and req.address6 is None and req.mac == ""
-    assert req.port_mappings == () and req.options == {}
+    assert req.options == {}
 
 
 def test_create_endpoint_no_interface():
     req = p.parse_create_endpoint({"NetworkID": NID, "EndpointID": EID})
-    assert req.address is None and req.mac == "" and req.port_mappings == ()
+    assert req.address is None and req.mac == ""
 
 
 def test_create_endpoint_dual_stack():
@@ -359,8 +355,6 @@ def test_portmap_malformed(value, words):
 def test_portmap_sctp_ipv6_host_ip():
     [m] = p.parse_portmap([pm(Proto=132, HostIP="::1")])
     assert m.proto == "sctp" and m.host_ip == "::1"
-    assert m.to_cni() == [{"hostPort": 8080, "containerPort": 80, "protocol": "sctp",
-                           "hostIP": "::1"}]
 
 
 def test_portmap_host_ip_normalised():
@@ -368,21 +362,18 @@ def test_portmap_host_ip_normalised():
     assert m.host_ip == "fd00::1"
 
 
-def test_portmap_without_host_port_maps_nothing():
-    # `-p 80` and `-P` send HostPort 0: portmap refuses hostPort 0, so no mapping.
+def test_portmap_without_host_port():
+    # `-p 80` and `-P` send HostPort 0: any free port (ports.choose picks).
     [m] = p.parse_portmap([pm(HostPort=0, HostPortEnd=0)])
-    assert m.host_port == 0 and m.to_cni() == []
+    assert m.host_port == 0 and m.host_port_end == 0
     [m] = p.parse_portmap([{"Proto": 6, "Port": 80}])
-    assert m.to_cni() == []
+    assert m.host_port == 0
 
 
-def test_portmap_range_maps_one_port():
+def test_portmap_range():
     # `-p 8000-8010:80`: Docker means one port of the range, not all eleven.
     [m] = p.parse_portmap([pm(HostPort=8000, HostPortEnd=8010)])
-    assert m.host_port_end == 8010
-    assert m.to_cni() == [{"hostPort": 8000, "containerPort": 80, "protocol": "tcp"}]
-    [m] = p.parse_portmap([pm(HostPort=1, HostPortEnd=65535)])
-    assert len(m.to_cni()) == 1
+    assert (m.host_port, m.host_port_end) == (8000, 8010)
 
 
 def test_portmap_none_and_empty():
@@ -407,12 +398,11 @@ def test_join():
                                     "com.docker.network.portmap": PORTMAP}})
     assert req.sandbox_key == "/var/run/docker/netns/0123456789ab"
     assert (req.network_id, req.endpoint_id) == (NID, EID)
-    assert [m.host_port for m in req.port_mappings] == [8080, 5353]
 
 
 def test_join_without_options_or_key():
     req = p.parse_join({"NetworkID": NID, "EndpointID": EID})
-    assert req.sandbox_key == "" and req.port_mappings == ()
+    assert req.sandbox_key == ""
 
 
 @pytest.mark.parametrize("over,words", [
@@ -420,6 +410,7 @@ def test_join_without_options_or_key():
     ({"SandboxKey": ["/x"]}, ["SandboxKey"]),
     ({"SandboxKey": "/var/run/docker/netns/a\0b"}, ["SandboxKey"]),
     ({"SandboxKey": "/" + "a" * 5000}, ["SandboxKey"]),
+    ({"SandboxKey": "relative/path"}, ["SandboxKey"]),
     ({"EndpointID": "x"}, ["EndpointID"]),
     ({"Options": "x"}, ["Options"]),
     ({"Options": {"com.docker.network.portmap": [pm(Port=0)]}},
@@ -491,14 +482,14 @@ def test_request_address_gateway():
         "PoolID": POOL_ID, "Address": "10.60.0.254",
         "Options": {"RequestAddressType": "com.docker.network.gateway"}})
     assert req.pool_id == POOL_ID and req.gateway is True
-    assert req.address == ipaddress.ip_address("10.60.0.254") and req.mac == ""
+    assert req.address == ipaddress.ip_address("10.60.0.254")
 
 
 def test_request_address_container():
     req = p.parse_request_address({
         "PoolID": POOL_ID, "Address": "",
         "Options": {"com.docker.network.endpoint.macaddress": "02:42:0A:3C:00:02"}})
-    assert req.address is None and req.gateway is False and req.mac == "02:42:0a:3c:00:02"
+    assert req.address is None and req.gateway is False
 
 
 def test_request_address_with_prefix_and_no_options():
@@ -552,3 +543,27 @@ def test_release_pool():
 def test_messages_truncate_long_values():
     msg = bad(p.parse_network_ref, {"NetworkID": "x" * 5000}, "NetworkID")
     assert len(msg) < 300
+
+
+def test_create_network_ipv6_only_only_when_the_engine_says_so():
+    body = {"NetworkID": NID, "Options": {"com.docker.network.enable_ipv4": False,
+                                          "com.docker.network.enable_ipv6": True},
+            "IPv6Data": [{"AddressSpace": "LocalDefault", "Pool": "fd50::/64"}]}
+    assert p.parse_create_network(body).ipv6_only is True
+    body["Options"]["com.docker.network.enable_ipv4"] = True
+    assert p.parse_create_network(body).ipv6_only is False
+    del body["Options"]["com.docker.network.enable_ipv4"]  # Docker before 28
+    assert p.parse_create_network(body).ipv6_only is False
+
+
+def test_create_endpoint_ifname_option():
+    body = endpoint_body(Options={"com.docker.network.endpoint.ifname": "foo0"})
+    req = p.parse_create_endpoint(body)
+    assert req.ifname == "foo0" and req.options == {}
+    body = endpoint_body(Options={"com.docker.network.endpoint.ifname": "a/b"})
+    bad(p.parse_create_endpoint, body, "com.docker.network.endpoint.ifname")
+
+
+def test_request_address_bad_mac_option_refused():
+    bad(p.parse_request_address, {"PoolID": POOL_ID, "Options": {
+        "com.docker.network.endpoint.macaddress": "nope"}}, "macaddress")

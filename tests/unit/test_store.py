@@ -6,7 +6,9 @@ import threading
 
 import pytest
 
-from cnm_bridge.store import Endpoint, Network, Store
+from cnm_bridge import netspec
+from cnm_bridge.options import plan_network
+from cnm_bridge.store import Endpoint, Pool, Store
 
 NID = "3f" * 32
 NID2 = "4e" * 32
@@ -29,8 +31,10 @@ def mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def network(nid=NID, **kw):
-    return Network(id=nid, cni_name="pycni-" + nid[:12], mode="generated", conflist=CONF, **kw)
+def network(nid=NID, internal=False, ipam="docker", owned_links=(), ipam_dir=""):
+    conf = dict(CONF, name="pycni-" + nid[:12])
+    return netspec.make_spec(nid, plan_network({}), conf, [], [], internal, False, ipam,
+                             owned_links=owned_links, ipam_dir=ipam_dir)
 
 
 def endpoint(eid=EID, nid=NID, **kw):
@@ -65,14 +69,13 @@ def test_existing_loose_file_made_private(tmp_path):
 def test_relative_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     s = Store("pycni.db")
-    s.add_pool("p", {"a": 1})
-    assert s.get_pool("p") == {"a": 1}
+    s.put_pool(Pool("p", "10.0.0.0/8"))
+    assert s.get_pool("p") == Pool("p", "10.0.0.0/8")
 
 
 def test_network_round_trip(store):
     n = network(internal=True, ipam="pycni", owned_links=["pc-3f3f3f3f3f3f"],
-                ipam_dir="/var/lib/pycni/ipam",
-                masquerade={"bridge": "pc-3f3f3f3f3f3f", "subnets": ["10.5.0.0/16"]})
+                ipam_dir="/var/lib/pycni/ipam")
     store.add_network(n)
     assert store.get_network(NID) == n
     assert store.get_network(NID2) is None
@@ -81,28 +84,64 @@ def test_network_round_trip(store):
 def test_network_defaults(store):
     store.add_network(network())
     got = store.get_network(NID)
-    assert got.internal is False and got.ipam == "docker" and got.owned_links == []
-    assert got.ipam_dir == "" and got.conflist == CONF and got.masquerade == {}
+    assert got.internal is False and got.ipam == "docker" and got.owned_links == ()
+    assert got.conflist["plugins"][0]["bridge"] == "pc-3f3f3f3f3f3f"
 
 
-def test_store_of_an_older_release_gains_new_columns(tmp_path):
+OLD_NETWORKS = """CREATE TABLE networks (id TEXT PRIMARY KEY, cni_name TEXT NOT NULL,
+    mode TEXT NOT NULL, conflist TEXT NOT NULL, internal INTEGER NOT NULL DEFAULT 0,
+    ipam TEXT NOT NULL DEFAULT 'docker', owned_links TEXT NOT NULL DEFAULT '[]',
+    ipam_dir TEXT NOT NULL DEFAULT '', isolated_bridge TEXT NOT NULL DEFAULT '',
+    ipv6 INTEGER NOT NULL DEFAULT 0, masquerade TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL DEFAULT (julianday('now')));
+CREATE TABLE endpoints (id TEXT PRIMARY KEY, network_id TEXT NOT NULL, state TEXT NOT NULL,
+    netns TEXT NOT NULL, tmp_ifname TEXT NOT NULL, cni_args TEXT NOT NULL DEFAULT '[]',
+    cap_args TEXT NOT NULL DEFAULT '{}', result TEXT, mac TEXT NOT NULL DEFAULT '',
+    boot_id TEXT NOT NULL DEFAULT '', ports TEXT NOT NULL DEFAULT '[]',
+    created REAL NOT NULL DEFAULT (julianday('now')));
+CREATE TABLE ipam_pools (id TEXT PRIMARY KEY, data TEXT NOT NULL);"""
+
+
+def test_store_of_an_older_release_is_read(tmp_path):
+    """The first release's rows: a network's fields in columns, a generated list with the
+    firewall plugin and an enable_icc=false rule in CNI-ADMIN; endpoints without mode."""
+    import json
     import sqlite3
+    from cnm_bridge import hostrules
     path = str(tmp_path / "old.db")
     db = sqlite3.connect(path)
-    # The networks table as the first release made it: no masquerade column.
-    db.executescript("""CREATE TABLE networks (id TEXT PRIMARY KEY, cni_name TEXT NOT NULL,
-        mode TEXT NOT NULL, conflist TEXT NOT NULL, internal INTEGER NOT NULL DEFAULT 0,
-        ipam TEXT NOT NULL DEFAULT 'docker', owned_links TEXT NOT NULL DEFAULT '[]',
-        ipam_dir TEXT NOT NULL DEFAULT '', isolated_bridge TEXT NOT NULL DEFAULT '',
-        ipv6 INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL DEFAULT (julianday('now')));""")
-    db.execute("INSERT INTO networks (id, cni_name, mode, conflist) VALUES (?,?,?,?)",
-               (NID, "pycni-" + NID[:12], "generated", '{"plugins": []}'))
+    db.executescript(OLD_NETWORKS)
+    old_conf = dict(CONF, plugins=CONF["plugins"] + [{"type": "firewall"}])
+    db.execute("INSERT INTO networks (id, cni_name, mode, conflist, isolated_bridge, "
+               "masquerade, owned_links) VALUES (?,?,?,?,?,?,?)",
+               (NID, "pycni-" + NID[:12], "generated", json.dumps(old_conf), "pc-3f3f3f3f3f3f",
+                json.dumps({"bridge": "pc-3f3f3f3f3f3f", "subnets": ["10.5.0.0/16"]}),
+                '["pc-3f3f3f3f3f3f"]'))
+    db.execute("INSERT INTO endpoints (id, network_id, state, netns, tmp_ifname, result) "
+               "VALUES (?,?,?,?,?,?)", (EID, NID, "ready", "pycni-" + EID, "pyc" + EID[:12],
+                                        json.dumps(RESULT)))
+    db.execute("INSERT INTO ipam_pools VALUES (?,?)", ("p", json.dumps(
+        {"subnet": "10.6.0.0/16", "range": {"subnet": "10.6.0.0/16"}, "base": {"dataDir": "/d"},
+         "cni_network": "", "v6": False, "type": "host-local", "gateway": "10.6.0.1"})))
     db.commit()
     db.close()
     s = Store(path)
-    assert s.get_network(NID).masquerade == {}
-    s.add_network(network(NID2, masquerade={"bridge": "b", "subnets": ["10.6.0.0/16"]}))
-    assert s.get_network(NID2).masquerade["subnets"] == ["10.6.0.0/16"]
+    spec = s.get_network(NID)
+    assert spec.cni_name == "pycni-" + NID[:12] and spec.masquerade is True
+    assert spec.subnets == ("10.5.0.0/16",) and spec.owned_links == ("pc-3f3f3f3f3f3f",)
+    assert [p["type"] for p in spec.endpoint_list["plugins"]] == ["bridge", "firewall"]
+    assert spec.forward is False  # its firewall plugin forwards, per container
+    rules = [" ".join(r.args) for r in hostrules.network_rules(spec)]
+    assert any("MASQUERADE" in r for r in rules)
+    assert any("pycni enable_icc=false 3f3f3f3f3f3f" in r for r in rules)
+    ep = s.get_endpoint(EID)
+    assert (ep.mode, ep.ifname, ep.result) == ("handoff", "eth0", RESULT)
+    pool = s.get_pool("p")
+    assert (pool.kind, pool.ipam, pool.gateway) == ("host-local", {"dataDir": "/d"}, "10.6.0.1")
+    s.add_network(network(NID2))  # the new table takes new rows
+    assert [n.id for n in s.networks()] == [NID, NID2]
+    Store(path)  # opening again changes nothing
+    assert s.get_network(NID) == spec
 
 
 def test_networks_list_in_insertion_order_and_delete(store):
@@ -142,10 +181,10 @@ def test_endpoint_update(store):
     store.add_endpoint(e)
     e.state, e.result, e.mac = "ready", RESULT, "02:42:0a:05:00:02"
     e.cap_args = {"portMappings": []}
+    e.mode, e.ifname, e.sandbox_key = "direct", "eth1", "/var/run/docker/netns/x"
     store.update_endpoint(e)
     got = store.get_endpoint(EID)
-    assert got.state == "ready" and got.result == RESULT and got.mac == "02:42:0a:05:00:02"
-    assert got.cap_args == {"portMappings": []}
+    assert got == e
     e.state, e.result = "deleting", None
     store.update_endpoint(e)
     got = store.get_endpoint(EID)
@@ -167,27 +206,29 @@ def test_endpoints_by_network_and_delete(store):
 
 
 def test_pool_round_trip(store):
-    data = {"subnet": "10.60.0.0/16", "range": {"subnet": "10.60.0.0/16"}, "base": {},
-            "cni_network": "", "v6": False}
-    store.add_pool("pycni:abc", data)
-    assert store.get_pool("pycni:abc") == data
+    pool = Pool("pycni:abc", "10.60.0.0/16", range={"subnet": "10.60.0.0/16"})
+    store.put_pool(pool)
+    assert store.get_pool("pycni:abc") == pool
     assert store.get_pool("pycni:nope") is None
-    data["gateway"] = "10.60.0.1"
-    store.add_pool("pycni:abc", data)  # replace
-    assert store.get_pool("pycni:abc")["gateway"] == "10.60.0.1"
-    store.add_pool("pycni:def", {"subnet": "fd60::/64"})
-    assert set(store.pools()) == {"pycni:abc", "pycni:def"}
+    pool.gateway = "10.60.0.1"
+    store.put_pool(pool)  # replace
+    assert store.get_pool("pycni:abc").gateway == "10.60.0.1"
+    store.put_pool(Pool("pycni:def", "fd60::/64", v6=True, kind="static", cni_network="n",
+                        ipam={"type": "static"}))
+    assert {p.id for p in store.pools()} == {"pycni:abc", "pycni:def"}
+    assert store.get_pool("pycni:def").ipam == {"type": "static"}
 
 
 def test_addresses_round_trip(store):
-    store.add_pool("p1", {"subnet": "10.60.0.0/16"})
-    store.add_pool("p2", {"subnet": "10.61.0.0/16"})
+    store.put_pool(Pool("p1", "10.60.0.0/16"))
+    store.put_pool(Pool("p2", "10.61.0.0/16"))
     store.add_address("p1", "10.60.0.1", "gateway")
     store.add_address("p1", "10.60.0.2", "pycni-ipam-1")
     store.add_address("p2", "10.61.0.2", "pycni-ipam-2")
     assert store.get_address("p1", "10.60.0.2") == "pycni-ipam-1"
     assert store.get_address("p1", "10.61.0.2") is None
     assert store.addresses("p1") == {"10.60.0.1": "gateway", "10.60.0.2": "pycni-ipam-1"}
+    assert store.handles() == {"gateway", "pycni-ipam-1", "pycni-ipam-2"}
     store.add_address("p1", "10.60.0.2", "pycni-ipam-3")  # replace
     assert store.get_address("p1", "10.60.0.2") == "pycni-ipam-3"
     store.delete_address("p1", "10.60.0.2")
@@ -196,8 +237,8 @@ def test_addresses_round_trip(store):
 
 
 def test_delete_pool_drops_its_addresses(store):
-    store.add_pool("p1", {"subnet": "10.60.0.0/16"})
-    store.add_pool("p2", {"subnet": "10.61.0.0/16"})
+    store.put_pool(Pool("p1", "10.60.0.0/16"))
+    store.put_pool(Pool("p2", "10.61.0.0/16"))
     store.add_address("p1", "10.60.0.2", "h1")
     store.add_address("p2", "10.61.0.2", "h2")
     store.delete_pool("p1")
@@ -211,12 +252,12 @@ def test_persists_across_instances(tmp_path):
     s = Store(path)
     s.add_network(network())
     s.add_endpoint(endpoint(result=RESULT))
-    s.add_pool("p", {"x": 1})
+    s.put_pool(Pool("p", "10.0.0.0/8"))
     s.add_address("p", "10.0.0.2", "h")
     s2 = Store(path)
-    assert s2.get_network(NID).conflist == CONF
+    assert s2.get_network(NID) == network()
     assert s2.get_endpoint(EID).result == RESULT
-    assert s2.get_pool("p") == {"x": 1} and s2.get_address("p", "10.0.0.2") == "h"
+    assert s2.get_pool("p").subnet == "10.0.0.0/8" and s2.get_address("p", "10.0.0.2") == "h"
 
 
 def test_threads_share_the_database(store):

@@ -1,0 +1,298 @@
+"""One endpoint's life, in one room: record -> CNI ADD -> hand to Docker -> publish ->
+revoke -> DEL -> forget.
+
+The driver (CreateEndpoint, Join, ProgramExternalConnectivity, ...), the
+deferred deleter and the reconciler all go through `Attachments`; nothing else
+runs an endpoint's CNI or touches its netns and links.
+
+Where CNI runs is decided at Join, by looking at the SandboxKey (strategies.py):
+- direct: the container's netns is already mounted there (Docker 28 on `docker
+  run`, any engine on `docker network connect`): CNI ADD runs in it, as ethN.
+- handoff: it is not there yet (Docker 20.10 and 26 on `docker run`): CNI ADD
+  runs in a scratch netns and the interface is handed to Docker to move in.
+"""
+
+import ipaddress
+import logging
+
+from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from_dict
+
+from . import answers, conflists, names, ports
+from .bootid import current_boot_id
+from .deleter import Deleter, Pending
+from .errors import DriverError, NotFound, UnsupportedOption
+from .strategies import DIRECT, HANDOFF, Direct, Handoff
+from .store import Endpoint
+
+log = logging.getLogger(__name__)
+
+
+class Attachments:
+    def __init__(self, store, runtime, host, defer_delete=False):
+        self.store = store
+        self.runtime = runtime
+        self.host = host
+        self.strategies = {HANDOFF: Handoff(host), DIRECT: Direct(host)}
+        self.deleter = Deleter(self.release) if defer_delete else None
+
+    # -- CreateEndpoint ---------------------------------------------------------------
+
+    def record(self, spec, req):
+        """Record an endpoint Docker created; nothing runs yet. -> the Endpoint.
+
+        Its MAC is decided now, since Docker wants it in the answer: the user's, or
+        one that follows the address (answers.mac_for), so a restarted container that
+        keeps its address keeps its MAC, and peers' neighbour caches stay right.
+        """
+        ep = self.store.get_endpoint(req.endpoint_id)
+        if ep is not None and ep.network_id == spec.id and ep.state != "deleting":
+            return ep  # a replay
+        if ep is not None:
+            self.release(ep.id)  # left by an earlier attempt
+        mac = req.mac or (answers.mac_for(req.address, req.address6) if spec.own_mac else "")
+        ep = Endpoint(id=req.endpoint_id, network_id=spec.id, state="created",
+                      netns=names.netns_name(req.endpoint_id),
+                      addresses=[str(a) for a in (req.address, req.address6) if a is not None],
+                      mac=mac, mac_given=bool(req.mac), cni_args=answers.cni_args(mac),
+                      ifname=req.ifname or "", boot_id=current_boot_id())
+        self.store.add_endpoint(ep)
+        return ep
+
+    @staticmethod
+    def answer(ep):
+        """{"Interface": {"MacAddress"?}}"""
+        return answers.endpoint_answer(ep.mac_given, ep.mac)
+
+    # -- Join -----------------------------------------------------------------------
+
+    def attach(self, spec, ep, sandbox_key):
+        """CNI ADD for a recorded endpoint, where the SandboxKey allows. -> Join's answer."""
+        if ep.state == "ready":
+            return self.join_answer(spec, ep)  # a replay
+        strategy = self._choose(spec, sandbox_key)
+        if strategy.mode == HANDOFF and spec.lost_settings and not spec.allow_loss:
+            raise UnsupportedOption(conflists.handoff_refusal(spec.cni_name,
+                                                              list(spec.lost_settings)))
+        # Docker's IPAM may hand out again an address whose DEL is still pending.
+        self.wait_deletions(lambda p: p.cni_name == spec.cni_name
+                            and p.addresses & {a.split("/")[0] for a in ep.addresses},
+                            "an earlier endpoint with this address")
+        conflist = self._endpoint_conflist(spec, ep, strategy.mode)
+        ep.mode, ep.sandbox_key, ep.state = strategy.mode, sandbox_key, "creating"
+        ep.tmp_ifname = names.tmp_ifname(ep.id) if strategy.mode == HANDOFF else ""
+        ipam = None if spec.ipam == "pycni" else (conflists.main_ipam(conflist.raw) or {})
+        ep.cap_args = answers.capability_args((ipam or {}).get("type"), ep.addresses, ep.mac)
+        self.store.update_endpoint(ep)  # before its netns exists: reconciliation finds it
+        try:
+            path = strategy.prepare(ep, sandbox_key)
+            self.store.update_endpoint(ep)  # the ifname chosen, before any plugin runs
+            result = self.runtime.add(conflist, RuntimeConf(ep.id, path, ep.ifname,
+                                                            ep.cni_args, ep.cap_args))
+            answers.check_addresses(spec.cni_name, ep.addresses,
+                                    answers.container_ips(result, ep.ifname))
+            mac = strategy.settle(ep, result, clear_gateway=self._gateway_given(result, spec))
+            ep.mac = ep.mac or mac
+            ep.result, ep.state = result, "ready"
+            self.store.update_endpoint(ep)
+        except Exception:
+            self._undo_attach(spec, ep)
+            raise
+        log.info("endpoint %s on %s (%s, %s): %s", ep.id[:12], spec.cni_name, ep.mode,
+                 ep.ifname, ", ".join(ep.addresses) or "no address")
+        return self.join_answer(spec, ep)
+
+    def _choose(self, spec, sandbox_key):
+        if spec.attach != "handoff" and sandbox_key and self.host.is_netns(sandbox_key):
+            return self.strategies[DIRECT]
+        return self.strategies[HANDOFF]
+
+    def _gateway_given(self, result, spec):
+        answer = answers.join_answer(result, None, spec.internal)
+        return "Gateway" in answer or "GatewayIPv6" in answer
+
+    def _undo_attach(self, spec, ep):
+        try:
+            self._cni_delete(self._endpoint_conflist(spec, ep, ep.mode), ep)
+        except Exception as e:
+            log.error("endpoint %s: cleanup after failed attach failed: %s", ep.id[:12], e)
+        ep.state, ep.result, ep.mode, ep.tmp_ifname = "created", None, "", ""
+        self.store.update_endpoint(ep)  # Docker sends DeleteEndpoint after a failed Join
+
+    def join_answer(self, spec, ep):
+        srcname = self.strategies[ep.mode].srcname(ep)
+        return answers.join_answer(ep.result, srcname, spec.internal)
+
+    def _endpoint_conflist(self, spec, ep, mode):
+        """The list an endpoint's ADD and DEL run: the network's without port plugins, with
+        pycni's IPAM `static` holding the addresses its IPAM driver allocated, and in
+        the container's own netns a MAC setter where no plugin sets the MAC."""
+        raw = spec.direct_list if mode == DIRECT else spec.endpoint_list
+        if spec.ipam == "pycni":
+            raw = conflists.static_ipam(raw, [ipaddress.ip_interface(a) for a in ep.addresses],
+                                        spec.gateways)
+        return conflist_from_dict(raw)
+
+    # -- published ports ------------------------------------------------------------------
+
+    def publish(self, spec, ep, bindings):
+        """Publish `-p`/`-P` through the list's portmap plugins, run on their own with the
+        endpoint's result as prevResult (a cni_runner extension of libcni's ADD)."""
+        if spec.internal or not bindings or ep.ports:
+            return []  # nothing to publish, or a replay
+        if spec.ports_list is None:
+            raise UnsupportedOption(
+                f"CNI network {spec.cni_name!r} has no portmap plugin (capabilities "
+                "portMappings), so it cannot publish ports")
+        self.wait_deletions(lambda p: p.has_ports, "an earlier endpoint's published ports")
+        # One chooser at a time host-wide, so two containers never get one port.
+        with self.runtime.lock("host-ports", "all"):
+            taken = [m for other in self.store.endpoints() if other.id != ep.id
+                     for m in other.ports]
+            mappings = ports.choose(list(bindings), taken, self.host.port_in_use,
+                                    self.host.ephemeral_ports(), spec.host_ip)
+            self.runtime.add(conflist_from_dict(spec.ports_list),
+                             RuntimeConf(ep.id, self.host.netns_path(ep.netns), ep.ifname,
+                                         ep.cni_args, {"portMappings": mappings}),
+                             prev_result=ep.result)
+            ep.ports = mappings
+            self.store.update_endpoint(ep)
+        log.info("endpoint %s publishes %s", ep.id[:12], ports.describe(mappings))
+        return mappings
+
+    def revoke(self, spec, ep):
+        """Unpublish (portmap's DEL); safe to repeat."""
+        if spec is not None and spec.ports_list is not None:
+            plist = conflist_from_dict(spec.ports_list)
+            if self.runtime.has_attachment(plist.name, ep.id, ep.ifname or "eth0"):
+                self.runtime.delete(plist, RuntimeConf(ep.id, self.host.netns_path(ep.netns),
+                                                       ep.ifname or "eth0", ep.cni_args,
+                                                       {"portMappings": ep.ports}))
+        if ep.ports:
+            log.info("endpoint %s unpublishes %s", ep.id[:12], ports.describe(ep.ports))
+            ep.ports = []
+            self.store.update_endpoint(ep)
+
+    # -- DeleteEndpoint and teardown ------------------------------------------------
+
+    def forget(self, endpoint_id):
+        """DeleteEndpoint: ports go now; the CNI DEL after the answer when deferred."""
+        ep = self.store.get_endpoint(endpoint_id)
+        if ep is None:
+            return
+        if self.deleter is None:
+            self.release(ep.id)
+            return
+        self.revoke(self.store.get_network(ep.network_id), ep)
+        ep.state = "deleting"
+        self.store.update_endpoint(ep)
+        spec = self.store.get_network(ep.network_id)
+        self.deleter.submit(Pending(ep.id, ep.network_id, spec.cni_name if spec else "",
+                                    frozenset(a.split("/")[0] for a in ep.addresses),
+                                    bool(ep.ports)))
+
+    def wait_deletions(self, predicate, what):
+        if self.deleter is not None and not self.deleter.wait_for(predicate):
+            raise DriverError(f"timed out waiting for the CNI DEL of {what}")
+
+    def pending(self):
+        """The deferred DELs not done yet."""
+        return self.deleter.pending() if self.deleter is not None else []
+
+    def drain(self, timeout):
+        """Wait for the deferred DELs (at a graceful stop)."""
+        if self.deleter is not None:
+            self.deleter.wait_for(lambda p: True, timeout=timeout)
+
+    def release(self, endpoint_id):
+        """CNI DEL of an endpoint and removal of all it made, then its record; safe to repeat.
+
+        The deferred deleter, DeleteNetwork and reconciliation may reach the same
+        endpoint at once: one does the work, the others find its record gone.
+        """
+        with self.runtime.lock("endpoint", endpoint_id):
+            ep = self.store.get_endpoint(endpoint_id)
+            if ep is None:
+                return
+            if ep.state != "deleting":
+                ep.state = "deleting"
+                self.store.update_endpoint(ep)
+            spec = self.store.get_network(ep.network_id)
+            self.revoke(spec, ep)
+            if ep.mode:  # else CNI never ran for it
+                conflist = (self._endpoint_conflist(spec, ep, ep.mode) if spec
+                            else self._cached_conflist(ep))
+                self._cni_delete(conflist, ep)
+            self.store.delete_endpoint(ep.id)
+        log.info("endpoint %s deleted", ep.id[:12])
+
+    def _cached_conflist(self, ep):
+        """Its network's record is gone (reconciliation): the list CNI's cache kept."""
+        for entry in self.runtime.cached_attachments():
+            if entry.container_id == ep.id and entry.ifname == ep.ifname:
+                try:
+                    return conflist_from_bytes(entry.config, "cached config")
+                except CNIError:
+                    return None
+        return None
+
+    def release_orphan(self, entry):
+        """DEL a cached CNI attachment that has no endpoint record (reconciliation)."""
+        conflist = conflist_from_bytes(entry.config, "cached config")
+        ep = Endpoint(id=entry.container_id, network_id="", state="deleting",
+                      netns=names.netns_name(entry.container_id),
+                      tmp_ifname=names.tmp_ifname(entry.container_id), ifname=entry.ifname,
+                      mode=HANDOFF if entry.ifname == "eth0" else DIRECT,
+                      cni_args=list(entry.cni_args), cap_args=dict(entry.capability_args))
+        self._cni_delete(conflist, ep)
+
+    def _cni_delete(self, conflist, ep):
+        """DEL an attachment in its netns, then remove the netns and the handed-off link.
+
+        No cache entry means no plugin ever ran (cni_runner caches its intent before
+        the first ADD) or DEL already finished: nothing to DEL then.
+        """
+        strategy = self.strategies[ep.mode or HANDOFF]
+        if conflist is not None and self.runtime.has_attachment(conflist.name, ep.id, ep.ifname):
+            addresses = list(ep.addresses) or self._cached_addresses(conflist, ep)
+            path = strategy.before_del(ep, conflist.raw, addresses)
+            rt = RuntimeConf(ep.id, path, ep.ifname, ep.cni_args, ep.cap_args)
+            try:
+                self.runtime.delete(conflist, rt)
+            except CNIError:
+                if not addresses:
+                    raise
+                # Guessed addresses whose masquerade chain was never made trip the
+                # bridge plugin (nf_tables says "does not exist", which it does not
+                # recognise); its first DEL removed the stand-in, so this one skips it.
+                self.runtime.delete(conflist, rt)
+        strategy.cleanup(ep)
+
+    def _cached_addresses(self, conflist, ep):
+        # A crash before the store learnt the result: CNI's cache has it; a crash
+        # mid-ADD: the addresses asked for are the best guess.
+        entry = self.runtime.cached_attachment(conflist.name, ep.id, ep.ifname)
+        if entry is None:
+            return []
+        if entry.result:
+            return [str(a) for a in answers.container_ips(entry.result)]
+        return list(entry.capability_args.get("ips", []))
+
+    # -- reading ------------------------------------------------------------------------
+
+    def oper_info(self, ep, spec):
+        """What Docker's EndpointOperInfo gets (shown nowhere by Docker)."""
+        value = {"cni.network": spec.cni_name if spec else "", "netns": ep.netns,
+                 "state": ep.state, "mode": ep.mode, "ifname": ep.ifname}
+        if ep.result:
+            value["ips"] = [str(a) for a in answers.container_ips(ep.result, ep.ifname)]
+        if ep.mac:
+            value["mac"] = ep.mac
+        if ep.ports:
+            value["portMappings"] = ep.ports
+        return {"Value": value}
+
+    def ready(self, endpoint_id):
+        ep = self.store.get_endpoint(endpoint_id)
+        if ep is None or ep.state == "deleting":
+            raise NotFound(f"endpoint {endpoint_id[:12]} is not known to pycni")
+        return ep

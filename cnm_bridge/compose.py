@@ -1,0 +1,44 @@
+"""The composition root: settings -> store, CNI runtimes, host, attachments, driver, IPAM,
+reconciler. `pycni serve` (through app.make_app) and the operator commands build the
+same graph here, and nowhere else."""
+
+from dataclasses import dataclass
+
+from cni_runner import CNIRuntime
+
+from .attachment import Attachments
+from .driver import Driver
+from .host import Host
+from .ipam import Ipam
+from .reconcile import Reconciler
+from .security import prepare_state_dir
+from .store import Store
+
+
+@dataclass
+class Graph:
+    store: Store
+    runtime: CNIRuntime
+    host: Host
+    attachments: Attachments
+    driver: Driver
+    ipam: Ipam
+    reconciler: Reconciler
+
+
+def build(settings, host=None, defer_delete=None):
+    prepare_state_dir(settings)
+    store = Store(settings.db_path)
+    runtime = CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
+                         timeout=settings.plugin_timeout)
+    host = host or Host()
+    defer = settings.defer_delete if defer_delete is None else defer_delete
+    attachments = Attachments(store, runtime, host, defer_delete=defer)
+    driver = Driver(settings, store, runtime, host, attachments)
+    # The IPAM driver runs IPAM plugins alone, which touch no shared host state
+    # (host-local locks its own dir): no wait behind a container's DEL holding the
+    # host-wide lock.
+    ipam = Ipam(settings, store, CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
+                                            timeout=settings.plugin_timeout, host_lock=False))
+    reconciler = Reconciler(store, runtime, attachments, driver)
+    return Graph(store, runtime, host, attachments, driver, ipam, reconciler)

@@ -1,0 +1,131 @@
+"""NetworkSpec: everything pycni derives about a network, computed once at CreateNetwork.
+
+Docker never replays CreateNetwork, so this value, stored whole, is what every
+later call works from: the lists to run (for an endpoint, for its published
+ports), the host rules to keep (masquerade, forwarding, isolation) and how
+addresses and MACs are decided. Pure: `make_spec` reads nothing but its inputs.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from . import conflists, names
+from .errors import UnsupportedOption
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    id: str
+    cni_name: str
+    mode: str  # "generated" (from Docker's options) or "named" (a conflist of the conf dir)
+    conflist: dict  # the whole list as pycni runs it (ips capability on its IPAM plugin)
+    endpoint_list: dict  # what an endpoint's ADD/DEL runs: conflist minus port plugins
+    direct_list: dict  # the same for CNI run in the container's netns: MAC set by CNI
+    ports_list: dict = None  # the port plugins alone, run when Docker publishes ports
+    cni_type: str = ""  # the main plugin's type
+    internal: bool = False
+    ipam: str = "docker"  # "docker" (Docker's IPAM picks) or "pycni" (the IPAM driver)
+    ipv6: bool = False
+    subnets: tuple = ()  # Docker's pools, as CIDR strings
+    gateways: dict = field(default_factory=dict)  # {subnet: Docker's gateway address}
+    bridge: str = ""  # the Linux bridge of a bridge list
+    owned_links: tuple = ()  # links this network caused to exist (deleted with it)
+    ipam_dir: str = ""  # host-local's dir of a generated network
+    masquerade: bool = False  # pycni's MASQUERADE per subnet (generated lists)
+    forward: bool = False  # pycni's forwarding and isolation rules (generated bridge, ptp)
+    icc: bool = True
+    lost_settings: tuple = ()  # what a handoff would drop (tuning sysctl, sbr, vrf)
+    allow_loss: bool = False
+    attach: str = "auto"
+    host_ip: str = ""  # default host address of published ports
+    own_mac: bool = True  # False where the interface cannot have a MAC of its own (ipvlan)
+    extra: dict = field(default_factory=dict)  # reserved for fields of later releases
+
+    def to_json(self):
+        doc = dataclasses.asdict(self)
+        for key in ("subnets", "owned_links", "lost_settings"):
+            doc[key] = list(doc[key])
+        return doc
+
+    @classmethod
+    def from_json(cls, doc):
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in doc.items() if k in known}
+        for key in ("subnets", "owned_links", "lost_settings"):
+            values[key] = tuple(values.get(key) or ())
+        return cls(**values)
+
+    @property
+    def generated(self):
+        return self.mode == "generated"
+
+
+def make_spec(network_id, plan, conflist_raw, ipv4_data, ipv6_data, internal, ipv6, ipam,
+              owned_links=(), ipam_dir=""):
+    """The spec of a network: `conflist_raw` is the named list or the generated one."""
+    raw = conflists.with_ips_capability(conflist_raw)
+    endpoint = conflists.without_port_plugins(raw)
+    main_type = conflists.main_plugin(raw).get("type", "")
+    generated = plan.mode == "generated"
+    data = list(ipv4_data) + list(ipv6_data)
+    subnets = tuple(str(d.pool) for d in data)
+    gateways = {str(d.pool): str(d.gateway.ip) for d in data if d.gateway is not None}
+    forward = generated and main_type in ("bridge", "ptp")
+    return NetworkSpec(
+        id=network_id, cni_name=raw["name"], mode=plan.mode, conflist=raw,
+        endpoint_list=endpoint, direct_list=conflists.with_mac_setter(endpoint),
+        ports_list=conflists.ports_list(raw, names.ports_network_name(raw["name"])),
+        cni_type=main_type, internal=internal, ipam=ipam, ipv6=ipv6, subnets=subnets,
+        gateways=gateways,
+        bridge=conflists.bridge_of(raw), owned_links=tuple(owned_links),
+        ipam_dir=ipam_dir if generated else "",
+        masquerade=forward and plan.masquerade and not internal and bool(subnets),
+        forward=forward, icc=plan.icc if generated else True,
+        lost_settings=tuple(conflists.lost_in_handoff(raw)), allow_loss=plan.allow_loss,
+        attach=plan.attach, host_ip=plan.host_ip, own_mac=conflists.has_own_mac(raw))
+
+
+def without_direct_mac_setter(spec):
+    """The spec with its direct list left as the endpoint list (no `tuning` plugin to set
+    the MAC): for hosts whose plugin dirs lack tuning."""
+    return dataclasses.replace(spec, direct_list=spec.endpoint_list)
+
+
+def refuse_null_ipam(ipv4_data, ipv6_data):
+    for d in list(ipv4_data) + list(ipv6_data):
+        if d.address_space == "null" or (d.pool is not None and d.pool.prefixlen == 0):
+            raise UnsupportedOption(
+                "--ipam-driver null is not supported: use Docker's default IPAM or "
+                "--ipam-driver pycni")
+
+
+def ipam_mode(ipv4_data, ipv6_data):
+    """"pycni" when pycni's IPAM driver allocated the pools (its address spaces)."""
+    return "pycni" if any(d.address_space.startswith("Pycni")
+                          for d in list(ipv4_data) + list(ipv6_data)) else "docker"
+
+
+def legacy(row):
+    """The spec of a network stored by an earlier release (one column per field)."""
+    from .options import NetworkPlan
+    raw = row["conflist"]
+    masq = row.get("masquerade") or {}
+    plan = NetworkPlan(row["mode"], conflist_name=raw.get("name", ""),
+                       cni_type=conflists.main_plugin(raw).get("type", "bridge"),
+                       options=(("com.docker.network.bridge.enable_ip_masquerade",
+                                 "true" if masq else "false"),
+                                ("com.docker.network.bridge.enable_icc",
+                                 "false" if row.get("isolated_bridge") else "true")))
+    # The firewall plugin of an old generated list stays in its chain: its endpoints'
+    # cached DELs need it, and its rules are per container, not pycni's.
+    spec = make_spec(row["id"], plan, raw, [], [], bool(row.get("internal")),
+                     bool(row.get("ipv6")), row.get("ipam", "docker"),
+                     owned_links=row.get("owned_links") or (), ipam_dir=row.get("ipam_dir", ""))
+    has_firewall = any(p.get("type") == "firewall" for p in conflists.plugins(raw))
+    # Its enable_icc=false rule sits where that release put it: the firewall plugin's
+    # CNI-ADMIN chain, which the list's firewall plugin still consults.
+    extra = {"legacy_icc": row["isolated_bridge"]} if row.get("isolated_bridge") else {}
+    return dataclasses.replace(spec, subnets=tuple(masq.get("subnets") or ()),
+                               masquerade=bool(masq), forward=spec.forward and not has_firewall,
+                               icc=not row.get("isolated_bridge") or not has_firewall,
+                               extra=extra)
