@@ -2,7 +2,7 @@
 
 Docker waits on DeleteEndpoint inside `docker stop`/`rm`, yet needs nothing back
 from it (it ignores failures too), while the DEL itself (bridge's masquerade
-teardown, firewall rules, netns moves) takes 100-150 ms here. The endpoint's
+teardown, firewall rules, netns moves) costs time (docs/architecture.md). The endpoint's
 row is marked "deleting" before the answer, so a crash only delays the DEL to the
 next start. Whatever could collide with a pending DEL waits for it first: a new
 endpoint asking for one of its addresses, published ports, the network's removal.
@@ -45,7 +45,7 @@ class Deleter:
 
     def _run(self):
         # Not niced: a DEL holds cni_runner's host-wide lock, so a slowed DEL
-        # stalls the next ADD (measured: 20 parallel runs 10% slower at nice 10).
+        # stalls the next ADD (docs/architecture.md, "Deferred DEL").
         while True:
             endpoint_id = self._queue.get()
             try:

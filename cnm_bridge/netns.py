@@ -72,8 +72,8 @@ def _enter_path(path):
 def _on_this_thread(enter, fn, *args):
     """fn(*args) with the calling thread switched into another netns by enter(), then back.
 
-    Starting and joining a thread per step costs 0.3-0.5 ms in the server, on the
-    path of every `docker run`; returning through an open fd cannot fail short of
+    A thread per step would cost more than the step, on the path of every `docker
+    run` (docs/architecture.md); returning through an open fd cannot fail short of
     a kernel bug (see _switch_back).
     """
     host_netns_fd()

@@ -109,3 +109,40 @@ class FakeCNI:
 @pytest.fixture
 def cni(tmp_path):
     return FakeCNI(tmp_path)
+
+
+# -- the Docker side, with fake CNI plugins and a fake host ---------------------------------
+
+DOCKER_SIDE_PLUGINS = ("bridge", "portmap", "host-local", "static", "tuning", "ptp", "macvlan",
+                       "ipvlan", "firewall", "sbr")
+
+
+class DockerSide:
+    """The graph `pycni serve` builds (compose.build), on fake plugins and a FakeHost."""
+
+    def __init__(self, cni, defer_delete=False):
+        from cnm_bridge.compose import build
+        from cnm_bridge.settings import Settings
+        from fakehost import FakeHost
+        self.cni = cni
+        for name in DOCKER_SIDE_PLUGINS:
+            cni.plugin(name)
+        self.settings = Settings(socket=os.path.join(cni.root, "sock"), conf_dir=cni.conf_dir,
+                                 bin_dirs=[cni.bin_dir],
+                                 state_dir=os.path.join(cni.root, "pycni"), plugin_timeout=10)
+        self.host = FakeHost(cni.root)
+        self.graph = build(self.settings, host=self.host, defer_delete=defer_delete)
+        self.driver, self.ipam, self.store = self.graph.driver, self.graph.ipam, self.graph.store
+        self.attachments, self.runtime = self.graph.attachments, self.graph.runtime
+
+
+@pytest.fixture
+def side(cni):
+    return DockerSide(cni)
+
+
+@pytest.fixture
+def deferred_side(cni):
+    s = DockerSide(cni, defer_delete=True)
+    yield s
+    s.attachments.drain(timeout=30)

@@ -55,7 +55,16 @@ def _asked(conf):
         return None
     ips = (conf.get("runtimeConfig") or {}).get("ips")
     if ips:
-        return [(a, None) for a in ips]
+        # The gateway of the range the address is in, as host-local reports it.
+        import ipaddress
+        out = []
+        ranges = [r for rset in (conf.get("ipam") or {}).get("ranges") or [] for r in rset]
+        for a in ips:
+            iface = ipaddress.ip_interface(a)
+            gw = next((r.get("gateway") for r in ranges
+                       if iface.ip in ipaddress.ip_network(r["subnet"])), None)
+            out.append((a, gw or str(iface.network.network_address + 1)))
+        return out
     ipam = conf.get("ipam") or {}
     if ipam.get("type") == "static" and ipam.get("addresses"):
         return [(a["address"], a.get("gateway")) for a in ipam["addresses"]]
@@ -195,7 +204,7 @@ def main():
             "cniVersion": todo.get("cniVersion", "1.0.0"),
             "supportedVersions": behaviour.get("versions", DEFAULT_VERSIONS)}))
     elif name == "host-local" and command in ("ADD", "DEL") and isinstance(conf, dict) \
-            and (conf.get("ipam") or {}).get("ranges"):
+            and (conf.get("ipam") or {}).get("ranges") and "result" not in todo:
         res = _host_local(state, conf, env, command)
         if res is not None:
             sys.stdout.write(json.dumps(res))

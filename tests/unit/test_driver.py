@@ -1,0 +1,508 @@
+"""driver.py and attachment.py with fake CNI plugins and a fake host: a network's and an
+endpoint's whole life, without root."""
+
+import json
+
+import pytest
+
+from cni_runner import PluginError
+from cnm_bridge import names
+from cnm_bridge.errors import DriverError, HostError, NotFound, UnsupportedOption
+from dockercalls import connectivity, create_endpoint, create_network, join, ref, run
+
+SANDBOX = "/var/run/docker/netns/0123456789ab"
+
+
+def plugin_calls(cni, command, plugin):
+    return [c for c in cni.calls(command, plugin)]
+
+
+# -- networks ----------------------------------------------------------------------------
+
+def test_create_network_records_a_spec_and_installs_its_rules(side):
+    req = create_network()
+    assert side.driver.create_network(req) == {}
+    spec = side.store.get_network(req.network_id)
+    assert spec.cni_name == names.cni_network_name(req.network_id)
+    assert [p["type"] for p in spec.endpoint_list["plugins"]] == ["bridge"]
+    assert [p["type"] for p in spec.ports_list["plugins"]] == ["portmap"]
+    assert spec.owned_links == (names.bridge_name(req.network_id),)
+    assert spec.masquerade and spec.forward and spec.gateways == {"10.50.0.0/24": "10.50.0.1"}
+    tag = names.rule_tag(req.network_id)
+    assert side.host.rules_mentioning(tag + " masquerade")
+    assert side.host.rules_mentioning(tag + " outbound")
+    assert side.host.rules_mentioning(tag + " isolation")
+    assert side.driver.create_network(req) == {}  # a replay changes nothing
+    assert len(side.store.networks()) == 1
+
+
+def test_create_network_checks_plugins_and_versions(side):
+    side.cni.behave("portmap", versions=["0.1.0"])
+    with pytest.raises(DriverError, match="portmap"):
+        side.driver.create_network(create_network())
+    assert side.store.networks() == [] and side.host.rules == []
+
+
+def test_create_network_rules_failing_leaves_nothing(side):
+    side.host.fail["install_rules"] = HostError("iptables: no chain")
+    with pytest.raises(DriverError, match="no chain"):
+        side.driver.create_network(create_network())
+    assert side.store.networks() == []
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"space": "null", "subnet": "0.0.0.0/0", "gateway": ""}, "--ipam-driver null"),
+    ({"ipv4": False}, "IPv6-only network (--ipv4=false) needs --ipv6"),
+])
+def test_create_network_refusals(side, kw, words):
+    with pytest.raises(UnsupportedOption, match=words.replace("(", r"\(").replace(")", r"\)")):
+        side.driver.create_network(create_network(**kw))
+
+
+def test_create_network_without_ipv4_pool_refused_unless_ipv6_only(side):
+    from cnm_bridge import protocol as p
+    req = p.parse_create_network({"NetworkID": "ab" * 32, "Options": {},
+                                  "IPv6Data": [{"AddressSpace": "x", "Pool": "fd50::/64"}]})
+    with pytest.raises(UnsupportedOption, match="no IPv4 subnet"):
+        side.driver.create_network(req)
+    ok = create_network(ipv4=False, v6=("fd50::/64", "fd50::1"))
+    side.driver.create_network(ok)
+    assert side.store.get_network(ok.network_id).subnets == ("fd50::/64",)
+
+
+def test_create_named_network(side):
+    side.cni.write_conf("10-mynet.conflist", {
+        "cniVersion": "0.4.0", "name": "mynet",
+        "plugins": [{"type": "ptp", "ipam": {"type": "host-local",
+                                               "ranges": [[{"subnet": "10.50.0.0/24"}]]}},
+                    {"type": "portmap", "capabilities": {"portMappings": True}}]})
+    req = create_network(options={"cni.network": "mynet"})
+    side.driver.create_network(req)
+    spec = side.store.get_network(req.network_id)
+    assert spec.cni_name == "mynet" and spec.mode == "named" and spec.forward is False
+    assert spec.conflist["plugins"][0]["capabilities"] == {"ips": True}
+    # In the container's own netns the MAC is set by CNI: tuning appended (ptp takes none).
+    assert [p["type"] for p in spec.direct_list["plugins"]] == ["ptp", "tuning"]
+    assert side.host.rules == []  # a named list keeps what its author wrote
+
+
+def test_create_named_network_errors(side):
+    with pytest.raises(DriverError, match="no CNI network named 'nope'"):
+        side.driver.create_network(create_network(options={"cni.network": "nope"}))
+    side.cni.write_conf("10-other.conflist", {
+        "cniVersion": "1.0.0", "name": "other",
+        "plugins": [{"type": "bridge", "ipam": {"type": "host-local",
+                                                  "ranges": [[{"subnet": "10.9.0.0/24"}]]}}]})
+    with pytest.raises(UnsupportedOption, match="--subnet 10.9.0.0/24"):
+        side.driver.create_network(create_network(options={"cni.network": "other"}))
+    # With pycni's IPAM the conflist's IPAM decides: no subnet check against Docker's.
+    side.driver.create_network(create_network(options={"cni.network": "other"},
+                                              space="PycniLocal"))
+
+
+def test_create_macvlan_needs_its_parent(side):
+    with pytest.raises(UnsupportedOption, match="parent interface 'eth9' does not exist"):
+        side.driver.create_network(create_network(options={"cni.type": "macvlan",
+                                                           "parent": "eth9"}))
+    side.host.links["eth9"] = "02:00:00:00:00:09"
+    req = create_network(options={"cni.type": "macvlan", "parent": "eth9"})
+    side.driver.create_network(req)
+    assert side.store.get_network(req.network_id).bridge == ""
+
+
+def test_no_tuning_plugin_no_mac_setter(side):
+    import os
+    os.unlink(os.path.join(side.cni.bin_dir, "tuning"))
+    req = create_network(options={"cni.type": "ptp"})
+    side.driver.create_network(req)
+    spec = side.store.get_network(req.network_id)
+    assert spec.direct_list == spec.endpoint_list
+
+
+def test_delete_network_undoes_everything(side):
+    req = create_network()
+    side.driver.create_network(req)
+    bridge = names.bridge_name(req.network_id)
+    side.host.links[bridge] = "aa"  # the bridge plugin made it
+    eid, _, _ = run(side.driver, req.network_id)
+    assert side.driver.delete_network(ref(req.network_id)) == {}
+    assert side.store.get_network(req.network_id) is None
+    assert side.store.get_endpoint(eid) is None
+    assert bridge not in side.host.links and side.host.rules == [] and side.host.base == set()
+    assert side.driver.delete_network(ref(req.network_id)) == {}  # idempotent
+
+
+def test_delete_network_keeps_a_bridge_with_ports_or_shared(side):
+    a, b = create_network(), create_network(subnet="10.51.0.0/24", gateway="10.51.0.1",
+                                             options={"com.docker.network.bridge.name": "shr0"})
+    side.driver.create_network(a)
+    side.driver.create_network(b)
+    bridge = names.bridge_name(a.network_id)
+    side.host.links[bridge] = "aa"
+    side.host.bridge_ports[bridge] = 1
+    side.driver.delete_network(ref(a.network_id))
+    assert bridge in side.host.links
+    assert side.host.base == {4}  # network b still needs pycni's chains
+
+
+# -- endpoints: CreateEndpoint and Join ----------------------------------------------------
+
+@pytest.fixture
+def net(side):
+    req = create_network()
+    side.driver.create_network(req)
+    return req.network_id
+
+
+def test_create_endpoint_answers_the_mac_that_follows_the_address(side, net):
+    req = create_endpoint(net, "10.50.0.5/24")
+    assert side.driver.create_endpoint(req) == {"Interface": {"MacAddress": "02:42:0a:32:00:05"}}
+    assert side.driver.create_endpoint(req) == {"Interface": {"MacAddress": "02:42:0a:32:00:05"}}
+    ep = side.store.get_endpoint(req.endpoint_id)
+    assert ep.state == "created" and ep.mode == "" and ep.result is None
+    assert side.cni.calls("ADD") == []  # CNI runs at Join, where pycni knows the netns
+
+
+def test_create_endpoint_users_mac_is_kept_not_answered(side, net):
+    req = create_endpoint(net, mac="02:42:ac:11:00:99")
+    assert side.driver.create_endpoint(req) == {"Interface": {}}
+    assert side.store.get_endpoint(req.endpoint_id).mac == "02:42:ac:11:00:99"
+
+
+def test_create_endpoint_refuses_unknown_driver_options(side, net):
+    with pytest.raises(UnsupportedOption, match="color"):
+        side.driver.create_endpoint(create_endpoint(net, options={"color": "blue"}))
+
+
+def test_unknown_network_and_endpoint(side, net):
+    with pytest.raises(NotFound):
+        side.driver.create_endpoint(create_endpoint("ee" * 32))
+    with pytest.raises(NotFound):
+        side.driver.join(join(net, "ee" * 32))
+    with pytest.raises(NotFound):
+        side.driver.oper_info(ref(net, "ee" * 32))
+
+
+def test_join_hands_off_where_the_netns_is_not_there_yet(side, net):
+    eid, created, joined = run(side.driver, net)
+    tmp = names.tmp_ifname(eid)
+    assert joined == {"InterfaceName": {"SrcName": tmp, "DstPrefix": "eth"},
+                      "Gateway": "10.50.0.1"}
+    [add] = side.cni.calls("ADD", "bridge")
+    assert add["env"]["CNI_NETNS"] == side.host.netns_path(names.netns_name(eid))
+    assert add["env"]["CNI_IFNAME"] == "eth0"
+    assert "MAC=02:42:0a:32:00:05" in add["env"]["CNI_ARGS"]
+    assert add["stdin"]["runtimeConfig"] == {"ips": ["10.50.0.5/24"]}
+    assert side.host.links[tmp] == "02:42:0a:32:00:05"
+    ep = side.store.get_endpoint(eid)
+    assert (ep.state, ep.mode, ep.ifname, ep.tmp_ifname) == ("ready", "handoff", "eth0", tmp)
+    assert side.driver.join(join(net, eid)) == joined  # a replay
+    assert len(side.cni.calls("ADD", "bridge")) == 1
+
+
+def test_join_direct_where_the_netns_exists(side, net):
+    side.host.add_sandbox(SANDBOX, ifnames=["eth0"])  # another network's interface
+    eid, _, joined = run(side.driver, net, sandbox_key=SANDBOX)
+    assert joined == {"Gateway": "10.50.0.1"}
+    ep = side.store.get_endpoint(eid)
+    assert (ep.mode, ep.ifname, ep.tmp_ifname, ep.sandbox_key) == ("direct", "eth1", "",
+                                                                    SANDBOX)
+    [add] = side.cni.calls("ADD", "bridge")
+    assert add["env"]["CNI_NETNS"] == side.host.netns_path(ep.netns)
+    assert add["env"]["CNI_IFNAME"] == "eth1"
+    # Docker sets the default route from Join's Gateway; CNI's is removed first.
+    assert side.host.cleared_routes == [(ep.netns, "eth1")]
+    assert not [c for c in side.host.calls if c[0] == "hand_out"]
+
+
+def test_join_direct_with_the_interface_name_asked_for(side, net):
+    side.host.add_sandbox(SANDBOX)
+    eid, _, _ = run(side.driver, net, sandbox_key=SANDBOX,
+                    options={"com.docker.network.endpoint.ifname": "lan0"})
+    assert side.store.get_endpoint(eid).ifname == "lan0"
+
+
+def test_join_handoff_ignores_an_interface_name(side, net):
+    eid, _, _ = run(side.driver, net, options={"com.docker.network.endpoint.ifname": "lan0"})
+    assert side.store.get_endpoint(eid).ifname == "eth0"
+
+
+def test_attach_handoff_forced_by_the_network(side):
+    req = create_network(options={"cni.attach": "handoff"})
+    side.driver.create_network(req)
+    side.host.add_sandbox(SANDBOX)
+    eid, _, joined = run(side.driver, req.network_id, sandbox_key=SANDBOX)
+    assert "InterfaceName" in joined and side.store.get_endpoint(eid).mode == "handoff"
+
+
+def write_tuning_list(side, name="tun", **extra):
+    side.cni.write_conf(f"10-{name}.conflist", {
+        "cniVersion": "1.0.0", "name": name,
+        "plugins": [{"type": "bridge", "ipam": {"type": "host-local",
+                                                  "ranges": [[{"subnet": "10.50.0.0/24"}]]}},
+                    {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}}]})
+    req = create_network(options={"cni.network": name, **extra})
+    side.driver.create_network(req)
+    return req.network_id
+
+
+def test_settings_lost_in_a_handoff_are_refused_at_join(side):
+    nid = write_tuning_list(side)
+    with pytest.raises(UnsupportedOption, match="tuning sysctl net.ipv4.conf.eth0.arp_notify"):
+        run(side.driver, nid)
+    assert side.cni.calls("ADD") == []
+    side.host.add_sandbox(SANDBOX)
+    eid, _, _ = run(side.driver, nid, address="10.50.0.6/24", sandbox_key=SANDBOX)
+    assert side.store.get_endpoint(eid).mode == "direct"
+
+
+def test_settings_lost_in_a_handoff_allowed(side):
+    nid = write_tuning_list(side, "tun2", **{"cni.allow-lost-settings": "true"})
+    eid, _, joined = run(side.driver, nid)
+    assert "InterfaceName" in joined
+
+
+def test_failed_add_is_undone_and_the_record_waits_for_delete_endpoint(side, net):
+    side.cni.behave("bridge", ADD={"error": {"code": 11, "msg": "no IP addresses available"}})
+    req = create_endpoint(net)
+    side.driver.create_endpoint(req)
+    with pytest.raises(PluginError, match="no IP addresses"):
+        side.driver.join(join(net, req.endpoint_id))
+    ep = side.store.get_endpoint(req.endpoint_id)
+    assert (ep.state, ep.mode, ep.result) == ("created", "", None)
+    assert side.host.netns == {}
+    assert side.runtime.cached_attachments() == []
+    side.driver.delete_endpoint(ref(net, req.endpoint_id))
+    assert side.store.get_endpoint(req.endpoint_id) is None
+
+
+def test_cni_must_configure_dockers_address(side, net):
+    side.cni.behave("bridge", ADD={"result": {
+        "cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+        "ips": [{"interface": 0, "address": "10.50.0.99/24"}]}})
+    with pytest.raises(UnsupportedOption, match="configured .*10.50.0.99/24.* but Docker "
+                                                "assigned 10.50.0.5/24"):
+        run(side.driver, net)
+    assert side.cni.calls("DEL", "bridge")
+
+
+def test_results_of_old_versions_are_understood(side):
+    side.cni.write_conf("10-mynet.conf", {
+        "cniVersion": "0.2.0", "name": "mynet", "type": "bridge", "bridge": "cni0",
+        "isGateway": True, "ipMasq": True,
+        "ipam": {"type": "host-local", "subnet": "10.22.0.0/16",
+                 "routes": [{"dst": "0.0.0.0/0"}]}})
+    req = create_network(subnet="10.22.0.0/16", gateway="10.22.0.1",
+                         options={"cni.network": "mynet"})
+    side.driver.create_network(req)
+    eid, _, joined = run(side.driver, req.network_id, address="10.22.0.7/16")
+    assert joined["InterfaceName"]["SrcName"] == names.tmp_ifname(eid)
+    assert side.store.get_endpoint(eid).result["cniVersion"] == "0.2.0"
+
+
+def test_pycni_ipam_hands_the_address_through_static(side):
+    req = create_network(space="PycniLocal")
+    side.driver.create_network(req)
+    eid, _, _ = run(side.driver, req.network_id, address="10.50.0.7/24")
+    [add] = side.cni.calls("ADD", "bridge")
+    assert add["stdin"]["ipam"] == {"type": "static", "addresses": [
+        {"address": "10.50.0.7/24", "gateway": "10.50.0.1"}],
+        "routes": [{"dst": "0.0.0.0/0"}]}
+    assert "ips" not in add["stdin"].get("runtimeConfig", {})
+
+
+def test_oper_info(side, net):
+    eid, _, _ = run(side.driver, net)
+    value = side.driver.oper_info(ref(net, eid))["Value"]
+    assert value["ips"] == ["10.50.0.5/24"] and value["mode"] == "handoff"
+    assert value["cni.network"] == names.cni_network_name(net)
+    assert value["mac"] == "02:42:0a:32:00:05"
+
+
+# -- published ports --------------------------------------------------------------------
+
+def test_publish_and_revoke(side, net):
+    eid, _, _ = run(side.driver, net)
+    side.host.ports_in_use.add(("tcp", 40000))
+    side.driver.program_external_connectivity(
+        connectivity(net, eid, (6, 80, 8080), (17, 53, 5353, "127.0.0.1"), (6, 9999, 0)))
+    ep = side.store.get_endpoint(eid)
+    assert ep.ports == [
+        {"containerPort": 80, "protocol": "tcp", "hostPort": 8080},
+        {"containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1", "hostPort": 5353},
+        {"containerPort": 9999, "protocol": "tcp", "hostPort": 40001}]  # 40000 was held
+    [add] = side.cni.calls("ADD", "portmap")
+    assert add["stdin"]["runtimeConfig"] == {"portMappings": ep.ports}
+    assert add["stdin"]["prevResult"]["ips"][0]["address"] == "10.50.0.5/24"
+    assert add["stdin"]["name"] == names.cni_network_name(net) + "-ports"
+    side.driver.program_external_connectivity(connectivity(net, eid, (6, 80, 8080)))
+    assert len(side.cni.calls("ADD", "portmap")) == 1  # a repeat publishes nothing new
+    side.driver.revoke_external_connectivity(connectivity(net, eid))
+    assert side.store.get_endpoint(eid).ports == []
+    assert side.cni.calls("DEL", "portmap")
+    side.driver.revoke_external_connectivity(connectivity(net, eid))  # repeatable
+    side.driver.revoke_external_connectivity(connectivity(net, "ee" * 32))
+
+
+def test_a_port_another_endpoint_holds_is_refused(side, net):
+    a, _, _ = run(side.driver, net)
+    b, _, _ = run(side.driver, net, address="10.50.0.6/24")
+    side.driver.program_external_connectivity(connectivity(net, a, (6, 80, 8080)))
+    with pytest.raises(DriverError, match="host port 8080/tcp is already in use"):
+        side.driver.program_external_connectivity(connectivity(net, b, (6, 80, 8080)))
+    side.host.ports_in_use.update(("tcp", p) for p in range(40000, 40010))
+    with pytest.raises(DriverError, match="no free host port"):
+        side.driver.program_external_connectivity(connectivity(net, b, (6, 80, 0)))
+
+
+def test_default_host_address_of_the_network(side):
+    req = create_network(options={"com.docker.network.bridge.host_binding_ipv4": "127.0.0.1"})
+    side.driver.create_network(req)
+    eid, _, _ = run(side.driver, req.network_id)
+    side.driver.program_external_connectivity(
+        connectivity(req.network_id, eid, (6, 80, 8080), (6, 81, 8081, "0.0.0.0")))
+    ports = side.store.get_endpoint(eid).ports
+    assert [m.get("hostIP") for m in ports] == ["127.0.0.1", "0.0.0.0"]
+
+
+def test_internal_network_and_no_portmap(side):
+    req = create_network(internal=True)
+    side.driver.create_network(req)
+    eid, _, joined = run(side.driver, req.network_id)
+    assert "Gateway" not in joined and joined["DisableGatewayService"] is True
+    side.driver.program_external_connectivity(connectivity(req.network_id, eid, (6, 80, 8080)))
+    assert side.cni.calls("ADD", "portmap") == []
+    side.cni.write_conf("10-np.conflist", {
+        "cniVersion": "1.0.0", "name": "np",
+        "plugins": [{"type": "bridge", "ipam": {"type": "host-local",
+                                                  "ranges": [[{"subnet": "10.52.0.0/24"}]]}}]})
+    req = create_network(subnet="10.52.0.0/24", gateway="10.52.0.1", options={"cni.network": "np"})
+    side.driver.create_network(req)
+    eid, _, _ = run(side.driver, req.network_id, address="10.52.0.5/24")
+    with pytest.raises(UnsupportedOption, match="no portmap plugin"):
+        side.driver.program_external_connectivity(
+            connectivity(req.network_id, eid, (6, 80, 8080)))
+
+
+def test_publish_needs_an_attached_endpoint(side, net):
+    req = create_endpoint(net)
+    side.driver.create_endpoint(req)
+    with pytest.raises(NotFound, match="not attached"):
+        side.driver.program_external_connectivity(
+            connectivity(net, req.endpoint_id, (6, 80, 8080)))
+
+
+# -- teardown ---------------------------------------------------------------------------
+
+def test_delete_endpoint_handoff(side, net):
+    eid, _, _ = run(side.driver, net)
+    side.driver.program_external_connectivity(connectivity(net, eid, (6, 80, 8080)))
+    assert side.driver.leave(ref(net, eid)) == {}
+    side.driver.delete_endpoint(ref(net, eid))
+    assert side.store.get_endpoint(eid) is None
+    assert [c["plugin"] for c in side.cni.calls("DEL")] == ["portmap", "bridge"]
+    # The generated list needs no link at DEL: pycni deletes it, no move back.
+    assert ("delete_link", names.tmp_ifname(eid)) in side.host.calls
+    assert not [c for c in side.host.calls if c[0] == "take_back"]
+    assert side.host.netns == {} and side.runtime.cached_attachments() == []
+    side.driver.delete_endpoint(ref(net, eid))  # Docker may repeat it
+
+
+def test_delete_endpoint_that_never_joined(side, net):
+    req = create_endpoint(net)
+    side.driver.create_endpoint(req)
+    side.driver.delete_endpoint(ref(net, req.endpoint_id))
+    assert side.store.get_endpoint(req.endpoint_id) is None and side.cni.calls("DEL") == []
+
+
+def test_teardown_of_a_list_that_needs_its_link(side):
+    side.cni.write_conf("10-masq.conflist", {
+        "cniVersion": "1.0.0", "name": "masq",
+        "plugins": [{"type": "bridge", "ipMasq": True, "ipam": {
+            "type": "host-local", "ranges": [[{"subnet": "10.50.0.0/24"}]]}}]})
+    req = create_network(options={"cni.network": "masq"})
+    side.driver.create_network(req)
+    eid, _, _ = run(side.driver, req.network_id)
+    side.driver.delete_endpoint(ref(req.network_id, eid))
+    tmp = names.tmp_ifname(eid)
+    assert ("take_back", names.netns_name(eid), tmp, "eth0", ("10.50.0.5/24",)) \
+        in side.host.calls
+
+
+def test_delete_endpoint_direct_runs_del_in_the_pinned_netns(side, net):
+    side.host.add_sandbox(SANDBOX)
+    eid, _, _ = run(side.driver, net, sandbox_key=SANDBOX)
+    pin = names.netns_name(eid)
+    assert ("pin_netns", pin, SANDBOX) in side.host.calls
+    side.driver.delete_endpoint(ref(net, eid))
+    [dele] = side.cni.calls("DEL", "bridge")
+    assert dele["env"]["CNI_NETNS"] == side.host.netns_path(pin)
+    assert dele["env"]["CNI_IFNAME"] == "eth0"
+    assert pin not in side.host.netns
+
+
+def test_direct_teardown_after_the_netns_is_gone(side):
+    side.cni.write_conf("10-masq.conflist", {
+        "cniVersion": "1.0.0", "name": "masq",
+        "plugins": [{"type": "bridge", "ipMasq": True, "ipam": {
+            "type": "host-local", "ranges": [[{"subnet": "10.50.0.0/24"}]]}}]})
+    req = create_network(options={"cni.network": "masq"})
+    side.driver.create_network(req)
+    side.host.add_sandbox(SANDBOX)
+    eid, _, _ = run(side.driver, req.network_id, sandbox_key=SANDBOX)
+    side.host.netns.clear()  # a reboot: the pin is gone
+    side.driver.delete_endpoint(ref(req.network_id, eid))
+    assert ("create_netns", names.netns_name(eid)) in side.host.calls
+    assert [c for c in side.host.calls if c[0] == "take_back"]  # a stand-in for ipMasq
+    assert side.store.get_endpoint(eid) is None
+
+
+def test_deferred_delete_endpoint(deferred_side):
+    side = deferred_side
+    req = create_network()
+    side.driver.create_network(req)
+    nid = req.network_id
+    eid, _, _ = run(side.driver, nid)
+    side.driver.program_external_connectivity(connectivity(nid, eid, (6, 80, 8080)))
+    side.driver.delete_endpoint(ref(nid, eid))
+    # Ports go before the answer; the rest after it.
+    assert side.cni.calls("DEL", "portmap")
+    # The next endpoint with that address waits for the pending DEL.
+    eid2, _, _ = run(side.driver, nid)
+    assert side.store.get_endpoint(eid) is None
+    dels = [i for i, c in enumerate(side.cni.calls()) if c["command"] == "DEL"
+            and c["plugin"] == "bridge"]
+    adds = [i for i, c in enumerate(side.cni.calls()) if c["command"] == "ADD"
+            and c["plugin"] == "bridge"]
+    assert dels[0] < adds[1]
+    assert side.attachments.pending() == []
+
+
+def test_deferred_delete_failure_keeps_the_record_for_reconciliation(deferred_side):
+    side = deferred_side
+    req = create_network()
+    side.driver.create_network(req)
+    eid, _, _ = run(side.driver, req.network_id)
+    side.cni.behave("bridge", DEL={"error": {"code": 999, "msg": "stuck"}})
+    side.driver.delete_endpoint(ref(req.network_id, eid))
+    side.attachments.drain(timeout=30)
+    assert side.store.get_endpoint(eid).state == "deleting"
+    side.cni.behave("bridge")
+    side.graph.reconciler.local()
+    assert side.store.get_endpoint(eid) is None
+
+
+def test_cached_attachment_without_network_record(side, net):
+    eid, _, _ = run(side.driver, net)
+    ep = side.store.get_endpoint(eid)
+    ep.network_id = "dd" * 32  # its network's record is gone
+    side.store.delete_endpoint(eid)
+    side.store.add_endpoint(ep)
+    side.attachments.release(eid)
+    assert side.cni.calls("DEL", "bridge") and side.runtime.cached_attachments() == []
+
+
+def test_stored_spec_is_what_later_calls_use(side, net):
+    spec = side.store.get_network(net)
+    doc = json.loads(json.dumps(spec.to_json()))
+    assert type(spec).from_json(dict(doc, unknown_field=1)) == spec

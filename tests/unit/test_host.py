@@ -1,0 +1,117 @@
+"""host.py's parts that need no root: the port probe, the port range, iptables commands
+(against a recording stand-in for iptables), netns recognition."""
+
+import json
+import os
+import socket
+import stat
+
+import pytest
+
+from cnm_bridge import host as host_mod
+from cnm_bridge import hostrules, iptables, netns
+from cnm_bridge.errors import HostError
+from cnm_bridge.host import Host
+
+
+def test_a_port_in_time_wait_is_free_a_listening_one_is_not():
+    """A server that set SO_REUSEADDR (as most do) served a connection and stopped: its
+    port is in TIME-WAIT, which Go's (docker-proxy's) listen with SO_REUSEADDR ignores."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        mapping = {"protocol": "tcp", "hostPort": port, "hostIP": "127.0.0.1"}
+        assert Host().port_in_use(mapping) is True
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the host side closes first: its port goes to TIME-WAIT
+        client.recv(1)
+        client.close()
+    assert Host().port_in_use(mapping) is False
+
+
+def test_udp_port_held():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert Host().port_in_use({"protocol": "udp", "hostPort": port,
+                                   "hostIP": "127.0.0.1"}) is True
+    assert Host().port_in_use({"protocol": "sctp", "hostPort": port}) is False
+
+
+def test_a_host_address_not_on_this_host():
+    with pytest.raises(HostError, match="192.0.2.1 is not an address of this host"):
+        Host().port_in_use({"protocol": "tcp", "hostPort": 8080, "hostIP": "192.0.2.1"})
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("32768\t60999\n", (32768, 60999)), ("1024 2048", (1024, 2048)),
+    ("junk", host_mod.DEFAULT_PORT_RANGE), (None, host_mod.DEFAULT_PORT_RANGE),
+    ("9 1", host_mod.DEFAULT_PORT_RANGE)])
+def test_ephemeral_ports(tmp_path, monkeypatch, content, expected):
+    path = tmp_path / "range"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setattr(host_mod, "PORT_RANGE_FILE", str(path))
+    assert Host().ephemeral_ports() == expected
+
+
+def test_is_netns():
+    assert netns.is_netns("/proc/self/ns/net") is True
+    assert netns.is_netns("/etc/hostname") is False
+    assert netns.is_netns("/no/such/path") is False
+    assert netns.NetNS("pycni-x").path == os.path.join(netns.NETNS_DIR, "pycni-x")
+
+
+FAKE_IPTABLES = """#!/bin/sh
+# Records each call; "-C" finds nothing, "-n -L" finds no chain, the rest succeed,
+# "-D" succeeds once per rule (state file), so removal loops end.
+echo "$(basename "$0") $*" >> "{log}"
+case " $* " in
+  *" -C "*) exit 1 ;;
+  *" -L "*) exit 1 ;;
+  *" -D "*) key=$(echo "$*" | md5sum | cut -c1-8)
+           [ -e "{log}.$key" ] && exit 1; touch "{log}.$key"; exit 0 ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def recorded_iptables(tmp_path, monkeypatch):
+    log = tmp_path / "calls"
+    for name in ("iptables", "ip6tables"):
+        path = tmp_path / name
+        path.write_text(FAKE_IPTABLES.format(log=log))
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    return lambda: log.read_text().splitlines() if log.exists() else []
+
+
+def test_install_rules_makes_chains_jumps_then_rules(recorded_iptables):
+    rule = hostrules.Rule(4, "filter", "PYCNI-FORWARD", ("-i", "pc-x", "-j", "ACCEPT"))
+    Host().install_rules([rule], "network x")
+    calls = recorded_iptables()
+    assert "iptables -w -t filter -N PYCNI-FORWARD" in calls
+    assert "iptables -w -t mangle -I FORWARD 1 -m comment --comment pycni -j PYCNI-ISOLATION" \
+        in calls
+    assert calls[-1] == "iptables -w -t filter -A PYCNI-FORWARD -i pc-x -j ACCEPT"
+    Host().remove_rules([rule])
+    assert recorded_iptables()[-1].startswith("iptables -w -t filter -D PYCNI-FORWARD")
+    Host().remove_base_rules(6)
+    assert "ip6tables -w -t mangle -X PYCNI-ISOLATION-3" in recorded_iptables()
+
+
+def test_a_rule_that_cannot_be_added_is_an_error(tmp_path, monkeypatch):
+    path = tmp_path / "iptables"
+    path.write_text("#!/bin/sh\necho 'iptables: No chain/target/match by that name.' >&2\n"
+                    "exit 1\n")
+    path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(HostError, match="cannot create chain PYCNI-FORWARD"):
+        Host().install_rules([hostrules.Rule(4, "nat", "POSTROUTING", ("-j", "X"))], "n")
+    with pytest.raises(iptables.IptablesError, match="network n: iptables: No chain"):
+        iptables.ensure(hostrules.Rule(4, "nat", "POSTROUTING", ("-j", "X")), "network n")
+    assert json.dumps(iptables.chain_command(hostrules.Chain(6, "nat", "x"))) == '"ip6tables"'

@@ -1,0 +1,150 @@
+"""ipam.py with a fake host-local (and static): pools, addresses, replays, a conflist's IPAM."""
+
+import pytest
+
+from cnm_bridge import protocol as p
+from cnm_bridge.errors import DriverError, NotFound, UnsupportedOption
+
+
+def pool(side, pool=None, sub=None, v6=False, **options):
+    body = {"AddressSpace": "PycniLocal", "Pool": pool or "", "SubPool": sub or "",
+            "Options": options, "V6": v6}
+    return side.ipam.request_pool(p.parse_request_pool(body))
+
+
+def address(side, pool_id, addr="", gateway=False):
+    opts = {"RequestAddressType": "com.docker.network.gateway"} if gateway else {}
+    return side.ipam.request_address(p.parse_request_address(
+        {"PoolID": pool_id, "Address": addr, "Options": opts}))["Address"]
+
+
+def release(side, pool_id, addr):
+    side.ipam.release_address(p.parse_release_address({"PoolID": pool_id, "Address": addr}))
+
+
+def test_capabilities_and_spaces(side):
+    assert side.ipam.capabilities() == {"RequiresMACAddress": False,
+                                        "RequiresRequestReplay": True}
+    assert side.ipam.default_address_spaces() == {
+        "LocalDefaultAddressSpace": "PycniLocal", "GlobalDefaultAddressSpace": "PycniGlobal"}
+
+
+def test_own_pool_addresses_and_release(side):
+    ans = pool(side, "10.60.0.0/24")
+    pid = ans["PoolID"]
+    assert ans["Pool"] == "10.60.0.0/24" and pid.startswith("pycni:")
+    assert pool(side, "10.60.0.0/24")["PoolID"] == pid  # the same pool again
+    assert address(side, pid, gateway=True) == "10.60.0.1/24"
+    first = address(side, pid)
+    assert first == "10.60.0.2/24"  # host-local never hands out the gateway
+    assert address(side, pid, "10.60.0.9") == "10.60.0.9/24"
+    with pytest.raises(UnsupportedOption, match="10.60.0.9 is already in use"):
+        address(side, pid, "10.60.0.9")
+    [add] = side.cni.calls("ADD", "host-local")[-1:]
+    assert add["stdin"]["ipam"]["dataDir"] == side.settings.ipam_dir
+    release(side, pid, "10.60.0.9")
+    assert address(side, pid, "10.60.0.9") == "10.60.0.9/24"
+    side.ipam.release_pool(p.parse_release_pool({"PoolID": pid}))
+    assert side.store.get_pool(pid) is None and side.runtime.cached_attachments() == []
+    side.ipam.release_pool(p.parse_release_pool({"PoolID": pid}))  # repeatable
+    release(side, pid, "10.60.0.9")
+
+
+def test_ip_range_and_errors(side):
+    pid = pool(side, "10.61.0.0/24", "10.61.0.64/26")["PoolID"]
+    address(side, pid, gateway=True)
+    assert address(side, pid) == "10.61.0.64/24"
+    with pytest.raises(UnsupportedOption, match="not in subnet"):
+        address(side, pid, "10.99.0.1")
+    with pytest.raises(NotFound):
+        address(side, "pycni:nope")
+    with pytest.raises(UnsupportedOption, match="needs a subnet"):
+        pool(side)
+    with pytest.raises(UnsupportedOption, match="overlaps 10.61.0.0/24"):
+        pool(side, "10.61.0.0/16")
+    with pytest.raises(UnsupportedOption, match="color"):
+        pool(side, "10.62.0.0/24", color="blue")
+
+
+def test_replay_after_get_capabilities_only_once(side):
+    pid = pool(side, "10.63.0.0/24")["PoolID"]
+    addr = address(side, pid).split("/")[0]
+    side.ipam.capabilities()  # Docker restarted with live-restore: replays follow
+    assert address(side, pid, addr) == f"{addr}/24"
+    with pytest.raises(UnsupportedOption, match="already in use"):
+        address(side, pid, addr)
+
+
+def test_no_address_from_the_plugin(side):
+    pid = pool(side, "10.64.0.0/24")["PoolID"]
+    side.cni.behave("host-local", ADD={"result": {"cniVersion": "1.0.0", "ips": []}})
+    with pytest.raises(DriverError, match="returned no address"):
+        address(side, pid)
+
+
+def write_named(side, name, ipam, version="1.0.0"):
+    side.cni.write_conf(f"10-{name}.conflist", {"cniVersion": version, "name": name,
+                                                "plugins": [{"type": "bridge", "ipam": ipam}]})
+
+
+def test_named_pool_uses_the_conflists_ipam_exactly(side):
+    write_named(side, "lan", {"type": "host-local", "dataDir": "/srv/cni-lan",
+                              "ranges": [[{"subnet": "10.213.0.0/24", "rangeStart": "10.213.0.100",
+                                           "rangeEnd": "10.213.0.199"}],
+                                         [{"subnet": "fd13::/64"}]],
+                              "routes": [{"dst": "0.0.0.0/0"}]})
+    ans = pool(side, **{"cni.network": "lan"})
+    assert ans["Pool"] == "10.213.0.0/24"
+    pid = ans["PoolID"]
+    assert address(side, pid, gateway=True) == "10.213.0.1/24"
+    assert address(side, pid) == "10.213.0.100/24"
+    [add] = side.cni.calls("ADD", "host-local")
+    # Under the conflist's own name, with its dataDir and range: other CNI users of
+    # `lan` see the same allocations.
+    assert add["stdin"]["name"] == "lan"
+    assert add["stdin"]["ipam"] == {"type": "host-local", "dataDir": "/srv/cni-lan",
+                                    "routes": [{"dst": "0.0.0.0/0"}],
+                                    "ranges": [[{"subnet": "10.213.0.0/24",
+                                                 "rangeStart": "10.213.0.100",
+                                                 "rangeEnd": "10.213.0.199"}]]}
+    six = pool(side, v6=True, **{"cni.network": "lan"})
+    assert six["Pool"] == "fd13::/64"
+    assert address(side, six["PoolID"]) == "fd13::2/64"
+
+
+def test_named_pool_refusals(side):
+    write_named(side, "lan", {"type": "host-local", "ranges": [[{"subnet": "10.214.0.0/24",
+                                                                 "gateway": "10.214.0.254"}]]})
+    with pytest.raises(UnsupportedOption, match="--subnet 10.214.0.0/24"):
+        pool(side, "10.215.0.0/24", **{"cni.network": "lan"})
+    with pytest.raises(UnsupportedOption, match="--ip-range cannot be combined"):
+        pool(side, "10.214.0.0/24", "10.214.0.0/25", **{"cni.network": "lan"})
+    with pytest.raises(UnsupportedOption, match="no IPv6 subnet"):
+        pool(side, v6=True, **{"cni.network": "lan"})
+    pid = pool(side, **{"cni.network": "lan"})["PoolID"]
+    with pytest.raises(UnsupportedOption, match="--gateway 10.214.0.254"):
+        address(side, pid, "10.214.0.1", gateway=True)
+    assert address(side, pid, gateway=True) == "10.214.0.254/24"
+    write_named(side, "dh", {"type": "dhcp"})
+    with pytest.raises(UnsupportedOption, match="'dhcp'"):
+        pool(side, **{"cni.network": "dh"})
+    side.cni.write_conf("10-noipam.conflist", {"cniVersion": "1.0.0", "name": "noipam",
+                                               "plugins": [{"type": "bridge"}]})
+    with pytest.raises(UnsupportedOption, match="no IPAM section"):
+        pool(side, **{"cni.network": "noipam"})
+    with pytest.raises(DriverError, match="no CNI network named"):
+        pool(side, **{"cni.network": "absent"})
+
+
+def test_static_pool_needs_the_address(side):
+    write_named(side, "st", {"type": "static", "addresses": [{"address": "10.216.0.5/24"}]})
+    pid = pool(side, **{"cni.network": "st"})["PoolID"]
+    address(side, pid, gateway=True)
+    with pytest.raises(UnsupportedOption, match="run the container with --ip"):
+        address(side, pid)
+    assert address(side, pid, "10.216.0.9") == "10.216.0.9/24"
+    [add] = side.cni.calls("ADD", "static")
+    assert add["stdin"]["ipam"]["addresses"] == [{"address": "10.216.0.9/24",
+                                                  "gateway": "10.216.0.1"}]
+    release(side, pid, "10.216.0.9")
+    assert side.cni.calls("DEL", "static")

@@ -1,0 +1,119 @@
+"""reconcile.py: what a crash or a reboot left, and what dockerd forgot, with a fake host."""
+
+import os
+import time
+
+from cni_runner import RuntimeConf, conflist_from_dict
+from cnm_bridge import protocol as p
+from dockercalls import create_endpoint, create_network, join, ref, run
+
+
+def test_local_reinstalls_the_host_rules(side):
+    req = create_network()
+    side.driver.create_network(req)
+    side.host.rules.clear()
+    report = side.graph.reconciler.local()
+    assert side.host.rules and report["host_rules"] == 1
+
+
+def test_local_tears_down_half_made_endpoints(side):
+    req = create_network()
+    side.driver.create_network(req)
+    eid, _, _ = run(side.driver, req.network_id)
+    ep = side.store.get_endpoint(eid)
+    ep.state = "creating"  # a crash mid-ADD
+    side.store.update_endpoint(ep)
+    assert side.graph.reconciler.local(min_age=3600)["half_made"] == 0  # too young
+    report = side.graph.reconciler.local()
+    assert report["half_made"] == 1 and side.store.get_endpoint(eid) is None
+    assert side.runtime.cached_attachments() == []
+
+
+def test_local_releases_what_an_earlier_boot_made(side, monkeypatch):
+    req = create_network()
+    side.driver.create_network(req)
+    eid, _, _ = run(side.driver, req.network_id)
+    waiting = create_endpoint(req.network_id, "10.50.0.6/24")
+    side.driver.create_endpoint(waiting)  # CreateEndpoint done, Join not yet: kept
+    assert side.graph.reconciler.local()["lost"] == 0
+    monkeypatch.setenv("PYCNI_BOOT_ID", "another-boot")
+    report = side.graph.reconciler.local()
+    assert report["lost"] == 2 and side.store.endpoints() == []
+    assert side.cni.calls("DEL", "bridge")
+
+
+def test_local_dels_orphan_attachments(side):
+    req = create_network()
+    side.driver.create_network(req)
+    eid, _, _ = run(side.driver, req.network_id)
+    side.store.delete_endpoint(eid)  # a crash after ADD, before the record
+    ipam = conflist_from_dict({"cniVersion": "1.0.0", "name": "pycni-ipam-x",
+                               "plugins": [{"type": "host-local", "ipam": {
+                                   "type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]]}}]})
+    side.runtime.add(ipam, RuntimeConf("pycni-ipam-orphan", "/dev/null", "eth0"))
+    assert side.graph.reconciler.local(min_age=3600)["orphan_attachments"] == 0
+    report = side.graph.reconciler.local()
+    assert report["orphan_attachments"] == 2
+    assert side.runtime.cached_attachments() == []
+
+
+class FakeDocker:
+    def __init__(self, networks):
+        self.networks = networks  # id -> {"Containers": {...}}
+
+    def network(self, network_id):
+        return self.networks.get(network_id)
+
+
+def test_with_docker_tears_down_what_dockerd_forgot(side):
+    a, b = create_network(), create_network(subnet="10.51.0.0/24", gateway="10.51.0.1")
+    side.driver.create_network(a)
+    side.driver.create_network(b)
+    live, _, _ = run(side.driver, a.network_id)
+    gone, _, _ = run(side.driver, a.network_id, address="10.50.0.6/24")
+    docker = FakeDocker({a.network_id: {"Containers": {"c1": {"EndpointID": live}}}})
+    first = side.graph.reconciler.with_docker(docker)
+    assert first == {"networks": 1, "endpoints": 0, "errors": 0}  # endpoints under 60 s kept
+    report = side.graph.reconciler.with_docker(docker, min_age=0)
+    assert report == {"networks": 0, "endpoints": 1, "errors": 0}
+    assert side.store.get_network(b.network_id) is None
+    assert side.store.get_endpoint(gone) is None and side.store.get_endpoint(live)
+
+
+def test_errors_are_counted_not_raised(side):
+    req = create_network()
+    side.driver.create_network(req)
+    eid, _, _ = run(side.driver, req.network_id)
+    side.cni.behave("bridge", DEL={"error": {"code": 999, "msg": "stuck"}})
+    report = side.graph.reconciler.with_docker(FakeDocker({req.network_id: {}}), min_age=0)
+    assert report["errors"] == 1 and side.store.get_endpoint(eid).state == "deleting"
+
+
+def test_background_runs_gc_as_a_child(tmp_path):
+    import sys
+    from cnm_bridge import reconcile
+    from cnm_bridge.settings import Settings
+    marker = tmp_path / "ran"
+    argv = [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('x'); print('gc done')"]
+    reconcile.background(3600, argv, first_delay=0)
+    deadline = time.monotonic() + 20
+    while not marker.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    s = Settings(conf_dir="/c", state_dir="/s", bin_dirs=["/b1", "/b2"])
+    cmd = reconcile.gc_argv(s, min_age=30)
+    assert cmd[1:4] == ["-m", "cnm_bridge.cli", "gc"] and "/b1:/b2" in cmd and "30" in cmd
+
+
+def test_ready_endpoint_join_and_ref_helpers_stay_consistent(side):
+    # join() of a deleted endpoint is refused: Docker never joins after DeleteEndpoint.
+    req = create_network()
+    side.driver.create_network(req)
+    ce = create_endpoint(req.network_id)
+    side.driver.create_endpoint(ce)
+    side.driver.delete_endpoint(ref(req.network_id, ce.endpoint_id))
+    import pytest
+    from cnm_bridge.errors import NotFound
+    with pytest.raises(NotFound):
+        side.driver.join(join(req.network_id, ce.endpoint_id))
+    assert os.path.isdir(side.settings.state_dir) and p.NetworkRef
