@@ -277,6 +277,34 @@ class Attachments:
             return [str(a) for a in answers.container_ips(entry.result)]
         return list(entry.capability_args.get("ips", []))
 
+    # -- CHECK ----------------------------------------------------------------------------
+
+    def check(self, spec, ep):
+        """CNI CHECK of an attached endpoint, in the netns CNI configured.
+
+        -> (True, "") when the chain says all is as it made it, (False, why) when a
+        plugin says otherwise, (None, why) when CHECK cannot run: after a handoff the
+        interface lives under Docker's settings in a netns CNI never saw.
+        """
+        if ep.state != "ready":
+            return None, f"endpoint is {ep.state}, not attached"
+        if ep.mode != DIRECT:
+            return None, ("attached through the scratch-netns handoff: CNI's netns is not "
+                          "the container's, so CHECK has nothing to look at (CHECK needs "
+                          "Docker 28+, or `docker network connect`)")
+        if not self.host.netns_exists(ep.netns):
+            return False, f"the container's netns ({ep.sandbox_key}) is gone"
+        conflist = self._endpoint_conflist(spec, ep, ep.mode)
+        try:
+            ran = self.runtime.check(conflist, RuntimeConf(ep.id, self.host.netns_path(ep.netns),
+                                                           ep.ifname, ep.cni_args, ep.cap_args))
+        except CNIError as e:
+            return False, str(e)
+        if not ran:
+            return None, (f"CNI network {spec.cni_name!r} does not run CHECK (version below "
+                          "0.4.0, or disableCheck)")
+        return True, ""
+
     # -- reading ------------------------------------------------------------------------
 
     def oper_info(self, ep, spec):

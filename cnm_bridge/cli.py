@@ -1,4 +1,15 @@
-"""`pycni serve` runs the driver; `pycni gc` reconciles with Docker once."""
+"""The `pycni` command: `serve` runs the driver; the rest are for operators, and follow the
+docker CLI's habits (a table by default, --json or --format TEMPLATE, errors on stderr
+with a non-zero exit).
+
+    pycni serve                 the plugin API on the socket
+    pycni status                networks, endpoints, pending DELs, whether the server answers
+    pycni inspect NETWORK       the conflist pycni runs for a network, and what it changed
+    pycni check CONTAINER       CNI CHECK of the container's pycni endpoints
+    pycni doctor                what is wrong on this host, each with its fix
+    pycni ports                 published ports (docker port shows none for plugin networks)
+    pycni gc                    tear down what Docker has forgotten
+"""
 
 import argparse
 import logging
@@ -21,28 +32,55 @@ def _dir_options(parser):
                         help="seconds one CNI plugin exec may take (PYCNI_PLUGIN_TIMEOUT; "
                         "default 60)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        help="PYCNI_LOG_LEVEL; default info")
+                        help="PYCNI_LOG_LEVEL; default info (warning for operator commands)")
 
 
-def _settings(opts):
-    return settings_mod.from_sources(opts.socket, opts.conf_dir, opts.bin_dir, opts.state_dir,
-                                     opts.plugin_timeout, opts.log_level)
+def _output_options(parser):
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON")
+    out.add_argument("--format", help="a template per row, e.g. '{{.Container}} {{.State}}' "
+                     "(docker CLI style; {{json .}} prints the row as JSON)")
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(prog="pycni", description="Docker network plugin for CNI")
     sub = parser.add_subparsers(dest="command", required=True)
     _dir_options(sub.add_parser("serve", help="serve the plugin API on the socket"))
-    gc_parser = sub.add_parser("gc", help="tear down what Docker has forgotten, then exit")
-    _dir_options(gc_parser)
-    gc_parser.add_argument("--min-age", type=float, default=60,
+    gc = sub.add_parser("gc", help="tear down what Docker has forgotten, then exit")
+    _dir_options(gc)
+    gc.add_argument("--min-age", type=float, default=60,
                     help="leave alone what is younger than this many seconds (default 60)")
     _dir_options(sub.add_parser(
         "ports", help="list published ports (docker port shows none for plugin networks)"))
-    opts = parser.parse_args(argv)
-    s = _settings(opts)
-    logging.basicConfig(level=s.log_level.upper(),
+    status = sub.add_parser("status", help="networks, endpoints and the server's state")
+    _dir_options(status)
+    _output_options(status)
+    inspect = sub.add_parser("inspect", help="the conflist pycni runs for a network")
+    _dir_options(inspect)
+    inspect.add_argument("network", help="Docker network name or id, or CNI network name")
+    inspect.add_argument("--format", help="a template, e.g. '{{json .Conflist}}'")
+    check = sub.add_parser("check", help="CNI CHECK of a container's pycni endpoints")
+    _dir_options(check)
+    _output_options(check)
+    check.add_argument("container", help="container name or id")
+    doctor = sub.add_parser("doctor", help="check this host for what pycni needs")
+    _dir_options(doctor)
+    _output_options(doctor)
+    doctor.add_argument("--driver", default="pycni",
+                        help="the driver name Docker knows pycni by (default pycni)")
+    return parser
+
+
+def main(argv=None):
+    opts = _parser().parse_args(argv)
+    s = settings_mod.from_sources(opts.socket, opts.conf_dir, opts.bin_dir, opts.state_dir,
+                                  opts.plugin_timeout, opts.log_level)
+    quiet = opts.command not in ("serve", "gc") and not opts.log_level
+    logging.basicConfig(level="WARNING" if quiet else s.log_level.upper(),
                         format="%(asctime)s pycni %(levelname)s %(name)s: %(message)s")
+    if opts.command == "doctor":
+        from .doctor import run_doctor
+        return run_doctor(s, opts)
     from .security import UnsafeSetup, check_dirs, prepare_state_dir
     try:
         prepare_state_dir(s) if opts.command == "serve" else check_dirs(s)
@@ -56,7 +94,51 @@ def main(argv=None):
     if opts.command == "ports":
         from .portlist import print_ports
         return print_ports(s)
+    if opts.command == "status":
+        from .status import run_status
+        return run_status(s, opts)
+    if opts.command in ("inspect", "check"):
+        return _inspection(s, opts)
     return gc(s, opts.min_age)
+
+
+def _inspection(settings, opts):
+    from .compose import build
+    from .dockerapi import DockerAPI
+    from .inspection import LookupFailed, check_container, describe_network, find_network
+    from .render import render
+    graph = build(settings, defer_delete=False)
+    try:
+        docker = DockerAPI.connect(timeout=10)
+    except Exception:
+        docker = None
+    try:
+        if opts.command == "inspect":
+            spec = find_network(graph.store, docker, opts.network)
+            name = _docker_name(docker, spec.id)
+            print(render([describe_network(spec, name)], as_json=not opts.format,
+                         template=opts.format, single=True))
+            return 0
+        if docker is None:
+            print("pycni check: cannot reach dockerd to find the container", file=sys.stderr)
+            return 1
+        rows = check_container(graph, docker, opts.container)
+    except LookupFailed as e:
+        print(f"pycni {opts.command}: {e}", file=sys.stderr)
+        return 1
+    print(render(rows, as_json=opts.json, template=opts.format,
+                 columns=["Network", "Endpoint", "Mode", "Interface", "Result", "Detail"]))
+    return 0 if all(r["Result"] != "failed" for r in rows) else 1
+
+
+def _docker_name(docker, network_id):
+    if docker is None:
+        return ""
+    try:
+        info = docker.network(network_id)
+    except Exception:
+        return ""
+    return (info or {}).get("Name", "")
 
 
 def gc(settings, min_age):

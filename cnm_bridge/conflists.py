@@ -285,8 +285,8 @@ def check_docker_ipam(conflist_name, conflist_raw, ipv4_data, ipv6_data, ip_rang
                     f"subnet {d.pool} does not match CNI network {conflist_name!r}, whose "
                     f"IPAM uses {want}; create the network with --subnet {mine[0][0]}")
             net, gw, first, last = match[0]
+            _check_range(conflist_name, net, default_gateway(net, gw), first, last, ip_range)
             _check_gateway(conflist_name, net, gw, d.gateway)
-            _check_range(conflist_name, net, first, last, ip_range)
 
 
 def _check_gateway(conflist_name, net, gw, docker_gw):
@@ -301,7 +301,7 @@ def _check_gateway(conflist_name, net, gw, docker_gw):
             f"whose gateway for {net} is {gw}; create the network with --gateway {gw}")
 
 
-def _check_range(conflist_name, net, first, last, ip_range):
+def _check_range(conflist_name, net, gateway, first, last, ip_range):
     if (first, last) == _usable(net):
         return
     cidr = range_cidr(first, last)
@@ -310,9 +310,9 @@ def _check_range(conflist_name, net, first, last, ip_range):
     fixes = (f"create the network with --ipam-driver pycni --ipam-opt cni.network="
              f"{conflist_name} (the conflist's IPAM then picks the addresses)")
     if cidr is not None:
-        fixes += (f", or with --subnet {net} --ip-range {cidr} -o {OPT_IP_RANGE}={cidr} "
-                  "(Docker then picks inside the range; the driver never sees --ip-range, "
-                  f"so {OPT_IP_RANGE} repeats it)")
+        fixes += (f", or with --subnet {net} --gateway {gateway} --ip-range {cidr} "
+                  f"-o {OPT_IP_RANGE}={cidr} (Docker then picks inside the range; the driver "
+                  f"never sees --ip-range, so {OPT_IP_RANGE} repeats it)")
     raise UnsupportedOption(
         f"CNI network {conflist_name!r} hands out only {first}-{last} of {net}, but Docker's "
         f"IPAM picks any address of --subnet {net}, which host-local would refuse; {fixes}")

@@ -117,6 +117,8 @@ class Driver:
         if not rules:
             return
         try:
+            if hostrules.needs_bridge_netfilter(spec):
+                self.host.enable_bridge_netfilter()
             self.host.install_rules(rules, f"network {spec.id[:12]}")
         except HostError as e:
             raise DriverError(str(e)) from None

@@ -8,7 +8,9 @@ are the other side effect, behind cni_runner.CNIRuntime.
 
 import errno
 import logging
+import os
 import socket
+import subprocess
 
 from . import hostrules, iptables, links, netns
 from .errors import HostError
@@ -16,6 +18,7 @@ from .errors import HostError
 log = logging.getLogger(__name__)
 SOCK_TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 PORT_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+BRIDGE_SYSCTL_DIR = "/proc/sys/net/bridge"
 DEFAULT_PORT_RANGE = (32768, 60999)  # the kernel's default
 
 
@@ -111,6 +114,23 @@ class Host:
             iptables.remove(rule)
         for chain in hostrules.base_chains(family):
             iptables.delete_chain(chain)
+
+    def enable_bridge_netfilter(self):
+        """Make bridged traffic (container to container on one bridge) pass iptables, as
+        Docker does for its enable_icc=false networks: Docker 28 no longer turns it on for
+        every bridge network."""
+        if not os.path.isdir(BRIDGE_SYSCTL_DIR):
+            try:
+                subprocess.run(["modprobe", "br_netfilter"], capture_output=True, timeout=30)
+            except OSError:
+                pass  # no modprobe: the error below names the module
+        for name in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
+            try:
+                with open(os.path.join(BRIDGE_SYSCTL_DIR, name), "w") as f:
+                    f.write("1")
+            except OSError as e:
+                raise HostError(f"cannot turn on net.bridge.{name} (enable_icc=false needs "
+                                f"it; is the br_netfilter module available?): {e}") from None
 
     # -- ports --------------------------------------------------------------------------
 

@@ -85,7 +85,7 @@ def _matches(spec, family):
 
 
 def forward_rules(spec):
-    """PYCNI-FORWARD rules of a generated bridge or ptp network."""
+    """PYCNI-FORWARD rules of a bridge or ptp network that has no firewall plugin."""
     if not spec.forward:
         return []
     out = []
@@ -110,17 +110,17 @@ def isolation_rules(spec):
     for family in _families(spec):
         for src, dst in _matches(spec, family):
             not_src, not_dst = ("!",) + src, ("!",) + dst
-            if spec.forward and spec.internal:
+            if spec.isolate and spec.internal:
                 out.append(Rule(family, "mangle", ISOLATION,
                                 src + not_dst + _comment(spec, "internal") + ("-j", "DROP")))
                 out.append(Rule(family, "mangle", ISOLATION,
                                 dst + not_src + _comment(spec, "internal") + ("-j", "DROP")))
-            elif spec.forward:
+            elif spec.isolate:
                 out.append(Rule(family, "mangle", ISOLATION, src + not_dst
                                 + _comment(spec, "isolation") + ("-j", ISOLATION_OUT)))
                 out.append(Rule(family, "mangle", ISOLATION, dst + not_src
                                 + _comment(spec, "isolation") + ("-j", ISOLATION_IN)))
-            if spec.forward and not spec.icc and spec.bridge:
+            if spec.isolate and not spec.icc and spec.bridge:
                 out.append(Rule(family, "mangle", ISOLATION, src + dst
                                 + _comment(spec, "enable_icc=false") + ("-j", "DROP")))
         if spec.bridge and (spec.generated or spec.bridge in spec.owned_links):
@@ -132,6 +132,11 @@ def isolation_rules(spec):
             out.append(Rule(family, "mangle", ISOLATION_IN, ("-i", spec.bridge)
                             + _comment(spec, "member") + ("-j", "DROP")))
     return out
+
+
+def needs_bridge_netfilter(spec):
+    """Whether the network's rules must see bridged traffic (enable_icc=false)."""
+    return spec.isolate and not spec.icc and bool(spec.bridge)
 
 
 def legacy_rules(spec):
@@ -181,4 +186,5 @@ def base_rules(family):
 
 
 def families_in_use(specs):
+    """The IP families whose base chains some network's rules need."""
     return sorted({f for s in specs if network_rules(s) for f in _families(s)})

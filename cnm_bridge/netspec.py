@@ -32,7 +32,8 @@ class NetworkSpec:
     owned_links: tuple = ()  # links this network caused to exist (deleted with it)
     ipam_dir: str = ""  # host-local's dir of a generated network
     masquerade: bool = False  # pycni's MASQUERADE per subnet (generated lists)
-    forward: bool = False  # pycni's forwarding and isolation rules (generated bridge, ptp)
+    forward: bool = False  # pycni's forwarding rules (bridge, ptp lists without firewall)
+    isolate: bool = False  # pycni's isolation from other networks (generated bridge, ptp)
     icc: bool = True
     lost_settings: tuple = ()  # what a handoff would drop (tuning sysctl, sbr, vrf)
     allow_loss: bool = False
@@ -70,7 +71,12 @@ def make_spec(network_id, plan, conflist_raw, ipv4_data, ipv6_data, internal, ip
     data = list(ipv4_data) + list(ipv6_data)
     subnets = tuple(str(d.pool) for d in data)
     gateways = {str(d.pool): str(d.gateway.ip) for d in data if d.gateway is not None}
-    forward = generated and main_type in ("bridge", "ptp")
+    routed = main_type in ("bridge", "ptp")
+    # Docker sets FORWARD's policy to DROP: a list that filters nothing itself (no
+    # firewall plugin) gets the same per-network ACCEPTs as a generated one, so it
+    # works as it would on a host without Docker.
+    forward = routed and not any(p.get("type") == "firewall" for p in conflists.plugins(raw))
+    isolate = generated and routed
     return NetworkSpec(
         id=network_id, cni_name=raw["name"], mode=plan.mode, conflist=raw,
         endpoint_list=endpoint, direct_list=conflists.with_mac_setter(endpoint),
@@ -79,8 +85,8 @@ def make_spec(network_id, plan, conflist_raw, ipv4_data, ipv6_data, internal, ip
         gateways=gateways,
         bridge=conflists.bridge_of(raw), owned_links=tuple(owned_links),
         ipam_dir=ipam_dir if generated else "",
-        masquerade=forward and plan.masquerade and not internal and bool(subnets),
-        forward=forward, icc=plan.icc if generated else True,
+        masquerade=isolate and plan.masquerade and not internal and bool(subnets),
+        forward=forward, isolate=isolate, icc=plan.icc if generated else True,
         lost_settings=tuple(conflists.lost_in_handoff(raw)), allow_loss=plan.allow_loss,
         attach=plan.attach, host_ip=plan.host_ip, own_mac=conflists.has_own_mac(raw))
 
@@ -126,6 +132,6 @@ def legacy(row):
     # CNI-ADMIN chain, which the list's firewall plugin still consults.
     extra = {"legacy_icc": row["isolated_bridge"]} if row.get("isolated_bridge") else {}
     return dataclasses.replace(spec, subnets=tuple(masq.get("subnets") or ()),
-                               masquerade=bool(masq), forward=spec.forward and not has_firewall,
+                               masquerade=bool(masq), isolate=spec.isolate and not has_firewall,
                                icc=not row.get("isolated_bridge") or not has_firewall,
                                extra=extra)

@@ -32,6 +32,17 @@ def docker_fails(*args):
     return proc.stderr.strip()
 
 
+def engine_major():
+    """The running engine's major version (20, 26, 28, ...)."""
+    return int(docker("version", "-f", "{{.Server.Version}}").split(".")[0])
+
+
+def netns_at_join():
+    """Whether this engine has made the container's netns when Join arrives on `docker run`
+    (moby 28 and later), so that pycni runs CNI in it directly."""
+    return engine_major() >= 28
+
+
 def make_busybox_image():
     """A busybox image made locally from Debian's busybox-static (no registry needed)."""
     if docker("images", "-q", IMAGE):

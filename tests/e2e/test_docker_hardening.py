@@ -8,8 +8,8 @@ import time
 import pytest
 
 import support
-from dockerlib import (IMAGE, Docker, PycniServer, assert_nothing_left, docker_fails,
-                       random_subnet)
+from dockerlib import (IMAGE, Docker, PycniServer, assert_nothing_left, docker, docker_fails,
+                       inspect_net, netns_at_join, random_subnet)
 from test_driver_basics import ping
 
 FAKES = {
@@ -122,7 +122,10 @@ def test_plugin_type_outside_plugin_dirs(dk, pycni):
     assert "must be a plain file name" in err
 
 
-def test_settings_lost_in_handoff_reported_at_create(dk, pycni):
+def test_settings_inside_the_netns_where_the_engine_allows(dk, pycni):
+    """tuning's sysctl lives in the netns CNI runs in. Where the engine has the container's
+    netns at Join (28+, and `docker network connect` on any), CNI runs there and it is
+    kept; where pycni must hand the interface over, `docker run` is refused, naming it."""
     subnet = random_subnet()
     name = "tun-" + dk.tag
     pycni.write_conf(f"95-{name}.conflist", {
@@ -132,16 +135,27 @@ def test_settings_lost_in_handoff_reported_at_create(dk, pycni):
                               "dataDir": os.path.join(pycni.root, "hl"),
                               "ranges": [[{"subnet": subnet}]],
                               "routes": [{"dst": "0.0.0.0/0"}]}},
-                    {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}}]})
-    err = docker_fails("network", "create", "-d", pycni.name, "-o", f"cni.network={name}",
-                       "--subnet", subnet, dk.name("tun"))
-    assert "cannot survive pycni's handoff to Docker: tuning sysctl " \
-           "net.ipv4.conf.eth0.arp_notify" in err
-    net = dk.network("tunok", "-o", f"cni.network={name}", "-o",
-                     "cni.allow-lost-settings=true", "--subnet", subnet)
+                    {"type": "tuning", "sysctl": {"net.ipv4.conf.all.arp_notify": "1"}}]})
+    net = dk.network("tun", "-o", f"cni.network={name}", "--subnet", subnet)
     nid = dk.network_id(net)
-    a = dk.run("a", net)
+    if netns_at_join():
+        a = dk.run("a", net)
+    else:
+        err = docker_fails("run", "--rm", "--network", net, IMAGE, "true")
+        assert "cannot survive pycni's handoff to Docker: tuning sysctl " \
+               "net.ipv4.conf.all.arp_notify" in err
+        assert "docker network connect" in err and "cni.allow-lost-settings=true" in err
+        a = dk.run("a", dk.network("plain", "--subnet", random_subnet()))
+        docker("network", "connect", net, a)
+    assert dk.exec(a, "cat", "/proc/sys/net/ipv4/conf/all/arp_notify") == "1"
     ping(dk, a, subnet.rsplit(".", 1)[0] + ".1")
+    docker("rm", "-f", a)
+    dk.rm_network(net)
+    # Without them, on any engine.
+    net2 = dk.network("tunok", "-o", f"cni.network={name}", "-o",
+                      "cni.allow-lost-settings=true", "--subnet", subnet)
+    b = dk.run("b", net2)
+    ping(dk, b, inspect_net(b, net2)["Gateway"])
     dk.cleanup()
     support.run("ip", "link", "del", "ptn" + dk.tag, check=False)
     assert_nothing_left(pycni, [nid], [subnet])

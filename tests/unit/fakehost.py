@@ -128,6 +128,9 @@ class FakeHost:
         self._call("remove_rules")
         self.rules = [r for r in self.rules if r not in rules]
 
+    def enable_bridge_netfilter(self):
+        self._call("enable_bridge_netfilter")
+
     def remove_base_rules(self, family):
         self.base.discard(family)
 

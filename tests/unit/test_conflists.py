@@ -405,7 +405,8 @@ def test_docker_ipam_range_that_is_a_cidr():
     conf = hl_conf({"subnet": "10.213.0.0/24", "rangeStart": "10.213.0.96",
                     "rangeEnd": "10.213.0.127"})
     refused(c.check_docker_ipam, "mynet", conf, docker_v4("10.213.0.0/24"), [],
-            words=["--ip-range 10.213.0.96/27", "cni.ip-range=10.213.0.96/27",
+            words=["--gateway 10.213.0.1 --ip-range 10.213.0.96/27",
+                   "cni.ip-range=10.213.0.96/27",
                    "--ipam-driver pycni"])
     c.check_docker_ipam("mynet", conf, docker_v4("10.213.0.0/24"), [], "10.213.0.96/27")
     refused(c.check_docker_ipam, "mynet", conf, docker_v4("10.213.0.0/24"), [],

@@ -79,11 +79,15 @@ def test_create_named_network(side):
     req = create_network(options={"cni.network": "mynet"})
     side.driver.create_network(req)
     spec = side.store.get_network(req.network_id)
-    assert spec.cni_name == "mynet" and spec.mode == "named" and spec.forward is False
+    assert spec.cni_name == "mynet" and spec.mode == "named" and spec.isolate is False
     assert spec.conflist["plugins"][0]["capabilities"] == {"ips": True}
     # In the container's own netns the MAC is set by CNI: tuning appended (ptp takes none).
     assert [p["type"] for p in spec.direct_list["plugins"]] == ["ptp", "tuning"]
-    assert side.host.rules == []  # a named list keeps what its author wrote
+    # No firewall plugin in it: pycni's forwarding ACCEPTs (Docker's FORWARD policy is
+    # DROP); no isolation, no masquerade: the list keeps what its author wrote.
+    got = [" ".join(r.args) for r in side.host.rules]
+    assert [r for r in got if "outbound" in r] and not [r for r in got if "isolation" in r]
+    assert not [r for r in got if "MASQUERADE" in r]
 
 
 def test_create_named_network_errors(side):
@@ -506,3 +510,9 @@ def test_stored_spec_is_what_later_calls_use(side, net):
     spec = side.store.get_network(net)
     doc = json.loads(json.dumps(spec.to_json()))
     assert type(spec).from_json(dict(doc, unknown_field=1)) == spec
+
+
+def test_icc_false_switches_bridge_netfilter_on(side):
+    side.driver.create_network(create_network(options={
+        "com.docker.network.bridge.enable_icc": "false"}))
+    assert ("enable_bridge_netfilter",) in side.host.calls

@@ -115,3 +115,14 @@ def test_a_rule_that_cannot_be_added_is_an_error(tmp_path, monkeypatch):
     with pytest.raises(iptables.IptablesError, match="network n: iptables: No chain"):
         iptables.ensure(hostrules.Rule(4, "nat", "POSTROUTING", ("-j", "X")), "network n")
     assert json.dumps(iptables.chain_command(hostrules.Chain(6, "nat", "x"))) == '"ip6tables"'
+
+
+def test_bridge_netfilter_switched_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(host_mod, "BRIDGE_SYSCTL_DIR", str(tmp_path))
+    Host().enable_bridge_netfilter()
+    assert (tmp_path / "bridge-nf-call-iptables").read_text() == "1"
+    assert (tmp_path / "bridge-nf-call-ip6tables").read_text() == "1"
+    monkeypatch.setattr(host_mod, "BRIDGE_SYSCTL_DIR", str(tmp_path / "absent"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no modprobe either
+    with pytest.raises(HostError, match="br_netfilter"):
+        Host().enable_bridge_netfilter()

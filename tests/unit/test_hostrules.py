@@ -101,11 +101,21 @@ def test_named_list_keeps_its_authors_rules_but_is_isolated_from():
 
 
 def test_a_bridge_the_host_had_is_not_a_member():
-    raw = {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "bridge", "bridge": "br0"}]}
+    raw = {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "bridge", "bridge": "br0"},
+                                                            {"type": "firewall"}]}
     req = create_network(options={"cni.network": "n"}, nid=NID)
     spec = netspec.make_spec(NID, plan_network(req.generic), raw, req.ipv4_data, [], False,
                              False, "docker", owned_links=[])  # br0 existed: the uplink
     assert hostrules.network_rules(spec) == []
+
+
+def test_a_named_list_without_firewall_forwards_like_a_host_without_docker():
+    raw = {"cniVersion": "0.2.0", "name": "mynet", "plugins": [
+        {"type": "bridge", "bridge": "cni0", "ipMasq": True}]}
+    got = lines(hostrules.network_rules(spec_for(named=raw, options={"cni.network": "mynet"})))
+    assert "iptables -t filter -A PYCNI-FORWARD -i cni0 -m comment --comment " \
+           f"{TAG} outbound -j ACCEPT" in got
+    assert not [ln for ln in got if "MASQUERADE" in ln or "PYCNI-ISOLATION " in ln]
 
 
 def test_base_rules_jump_first_and_cover_dockers_bridges():

@@ -106,7 +106,7 @@ def test_plan_icc_default_and_named_lists_keep_icc():
     plan = o.plan_network({"cni.network": "n", "com.docker.network.bridge.host_binding_ipv4":
                            "127.0.0.1"})
     spec = netspec.make_spec(NID, plan, raw, [], [], False, False, "docker")
-    assert spec.icc is True and spec.forward is False
+    assert spec.icc is True and spec.isolate is False and spec.forward is True
 
 
 def test_plan_icc_true_and_masq_values():

@@ -130,7 +130,7 @@ def test_store_of_an_older_release_is_read(tmp_path):
     assert spec.cni_name == "pycni-" + NID[:12] and spec.masquerade is True
     assert spec.subnets == ("10.5.0.0/16",) and spec.owned_links == ("pc-3f3f3f3f3f3f",)
     assert [p["type"] for p in spec.endpoint_list["plugins"]] == ["bridge", "firewall"]
-    assert spec.forward is False  # its firewall plugin forwards, per container
+    assert spec.forward is False and spec.isolate is False  # its firewall plugin forwards
     rules = [" ".join(r.args) for r in hostrules.network_rules(spec)]
     assert any("MASQUERADE" in r for r in rules)
     assert any("pycni enable_icc=false 3f3f3f3f3f3f" in r for r in rules)
