@@ -43,6 +43,6 @@ RUN set -eux; \
         ln -sf pycni-iptables "/usr/local/sbin/$n"; \
     done; \
     for v in nft legacy; do test -x "/usr/sbin/iptables-$v-save" && test -x "/usr/sbin/ip6tables-$v-restore"; done; \
-    mkdir -p /run/docker/plugins /run/netns /etc/cni/net.d /var/lib/pycni /var/lib/cni /host/opt/cni/bin
+    mkdir -p /run/docker/plugins /run/netns /host/etc /host/opt /host/var/lib
 
 ENTRYPOINT ["/usr/local/bin/pycni-plugin-entrypoint"]

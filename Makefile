@@ -3,7 +3,7 @@
 #   make wheels                        pycni and its dependencies as wheels (pip, on the host)
 #   make base-image                    pycni-base:local: debootstrap'ed Debian, no registry needed
 #   make plugin BASE=pycni-base:local  build the rootfs and `docker plugin create` $(PLUGIN)
-#   make plugin-enable                 create the host dirs the plugin mounts, enable it
+#   make plugin-enable                 enable it (its mount sources exist on any host)
 #   make plugin-disable | plugin-clean | base-clean | clean
 #
 # Only wheels and base-rootfs run without dockerd; nothing here runs docker at parse
@@ -29,8 +29,6 @@ WHEELS := $(BUILD)/wheels
 CONTEXT := $(BUILD)/context
 BASE_DIR := $(BUILD)/base
 BUNDLE := $(BUILD)/pycni
-# The default mount sources in plugin/config.json: runc refuses to bind a missing one.
-HOST_DIRS := /etc/cni/net.d /opt/cni/bin /var/lib/pycni /var/lib/cni
 
 .PHONY: wheels base-rootfs base-image context plugin plugin-enable plugin-disable \
 	plugin-clean base-clean clean
@@ -78,7 +76,6 @@ plugin: context
 	@echo "plugin: $(PLUGIN) created (disabled), rootfs $$(du -sh --one-file-system $(BUNDLE)/rootfs | cut -f1)"
 
 plugin-enable:
-	mkdir -p $(HOST_DIRS)
 	$(DOCKER) plugin enable $(PLUGIN)
 
 plugin-disable:

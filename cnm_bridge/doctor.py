@@ -67,12 +67,12 @@ def check_dockerd(docker, driver):
                            f"{driver}"))
     except Exception as e:
         msg = str(e)
-        if "ipam" in msg.lower() or "IpamDriver" in msg:
+        if "not found" in msg:
+            fix = (f"dockerd finds no plugin {driver!r}: check /run/docker/plugins/"
+                   f"{driver}.sock exists (or `docker plugin ls` for the managed plugin)")
+        elif "ipam" in msg.lower():
             fix = ("restart dockerd: it learns a plugin's IPAM driver when it starts "
                    "(systemctl restart docker)")
-        elif "not found" in msg:
-            fix = (f"dockerd finds no plugin {driver!r}: check /run/docker/plugins/"
-                   f"{driver}.sock exists, or `docker plugin ls` for the managed plugin")
         else:
             fix = "see dockerd's log and pycni's log"
         out.append(Finding("dockerd uses pycni", False, msg.splitlines()[0][:300], fix))
@@ -302,7 +302,8 @@ def run_doctor(settings, opts, docker=None):
     if docker is None:
         try:
             from .dockerapi import DockerAPI
-            docker = DockerAPI.connect(timeout=10)
+            # dockerd looks for a missing plugin for ~15 s before it answers.
+            docker = DockerAPI.connect(timeout=40)
             docker.version()
         except Exception:
             docker = None

@@ -11,7 +11,9 @@
 SOCKET=/run/docker/plugins/pycni.sock      # config.json: interface.socket = pycni.sock
 NETNS_DIR=/run/netns                       # cnm_bridge.netlink.NETNS_DIR
 PROC_SYS_NET=/proc/sys/net
-HOST_BIN_DIR=/host/opt/cni/bin             # config.json mount "cni-bin"
+HOST_BIN_DIR=/host/opt/cni/bin             # config.json mount "host-opt"
+HOST_VAR_LIB=/host/var/lib                 # config.json mount "host-var-lib"
+CNI_DATA_DIR=/var/lib/cni                  # host-local's default dataDir
 BUNDLED_BIN_DIR=/usr/lib/cni               # Debian's containernetworking-plugins
 IPTABLES_WRAPPER=/usr/local/sbin/pycni-iptables
 PYCNI_IPTABLES_STATE=${PYCNI_IPTABLES_STATE:-/run/pycni/iptables-backend}
@@ -107,16 +109,42 @@ setup_bin_dirs() {
     export PYCNI_BIN_DIR
 }
 
+# pycni's state and host-local's default data dir live on the host's /var/lib, which is
+# mounted whole (it always exists: runc refuses a missing mount source, and a plain
+# host has neither /var/lib/pycni nor /var/lib/cni). Made here when missing.
+setup_host_dirs() {
+    state=${PYCNI_STATE_DIR:-$HOST_VAR_LIB/pycni}
+    if [ -d "$HOST_VAR_LIB" ]; then
+        mkdir -p "$HOST_VAR_LIB/cni"
+        if [ ! -L "$CNI_DATA_DIR" ]; then
+            rm -rf "$CNI_DATA_DIR"
+            ln -s "$HOST_VAR_LIB/cni" "$CNI_DATA_DIR"
+        fi
+        log "$CNI_DATA_DIR: the host's $HOST_VAR_LIB/cni (host-local's default dataDir)"
+    else
+        log "WARNING: $HOST_VAR_LIB is not mounted: state and host-local data stay in the plugin"
+    fi
+    mkdir -p "$state"
+    chmod 0700 "$state"
+    conf=${PYCNI_CONF_DIR:-/host/etc/cni/net.d}
+    if [ -d "$conf" ]; then
+        log "conf dir $conf: $(find "$conf" -maxdepth 1 -type f 2>/dev/null | wc -l) files"
+    else
+        log "conf dir $conf: absent (only zero-config networks until it exists)"
+    fi
+}
+
 main() {
     set -eu
     log "starting (pid $$): $(pycni_version)"
+    setup_host_dirs
     setup_netns_dir
     setup_proc_sys_net
     setup_iptables
     setup_bin_dirs
     unset PYCNI_SOCKET  # the socket must be the one config.json names
-    log "exec pycni serve: socket $SOCKET, conf dir ${PYCNI_CONF_DIR:-/etc/cni/net.d}," \
-        "plugin dirs $PYCNI_BIN_DIR, state dir ${PYCNI_STATE_DIR:-/var/lib/pycni}," \
+    log "exec pycni serve: socket $SOCKET, conf dir ${PYCNI_CONF_DIR:-/host/etc/cni/net.d}," \
+        "plugin dirs $PYCNI_BIN_DIR, state dir ${PYCNI_STATE_DIR:-$HOST_VAR_LIB/pycni}," \
         "plugin timeout ${PYCNI_PLUGIN_TIMEOUT:-60}s, log level ${PYCNI_LOG_LEVEL:-info}"
     # The reconciler's docker SDK: dockerd's socket as mounted (config.json "docker-socket").
     export DOCKER_HOST="${DOCKER_HOST:-unix:///run/docker.sock}"

@@ -1,9 +1,10 @@
-"""pycni as a managed (v2) Docker plugin: built with make, enabled, used, and still
-enabled and working after dockerd restarts (see docs/managed-plugin.md).
+"""pycni as a managed (v2) Docker plugin: built with make, enabled on a plain host (no
+/etc/cni, /opt/cni, /var/lib/pycni or /var/lib/cni), used, and still enabled and
+working after dockerd restarts (see docs/managed-plugin.md).
 
-The plugin's host mounts point at this test's own directories (`docker plugin set
-NAME.source=...`), so the host's /var/lib/pycni and /etc/cni/net.d are left alone.
-dockerd is restarted the way it was started: systemd, or the same command line.
+After the plain-host part, the plugin's host mounts point at this test's own
+directories (`docker plugin set NAME.source=...`). dockerd is restarted the way it
+was started: systemd, or the same command line.
 """
 
 import os
@@ -74,19 +75,54 @@ def two_containers_ping(dk, net, subnet):
     return a, b
 
 
+# What a plain Debian host with only containernetworking-plugins lacks.
+PLAIN_HOST_ABSENT = ("/etc/cni", "/opt/cni", "/var/lib/pycni", "/var/lib/cni")
+
+
+def plain_host_part(dockerd, dk, tmp_path):
+    """Enable with the default mount sources on a host without the CNI dirs; use it."""
+    aside = {}
+    for path in PLAIN_HOST_ABSENT:
+        if os.path.lexists(path):
+            aside[path] = str(tmp_path / ("aside" + path.replace("/", "-")))
+            os.rename(path, aside[path])
+    try:
+        enable = docker("plugin", "enable", PLUGIN, check=False, timeout=180)
+        assert enable.returncode == 0, f"{enable.stderr}\n{plugin_log(dockerd)}"
+        subnet = random_subnet()
+        net = dk.network("plain", "--subnet", subnet)
+        a, b = two_containers_ping(dk, net, subnet)
+        assert os.path.isdir("/var/lib/pycni") and os.path.isdir("/var/lib/cni")
+        dk.cleanup()
+        disable = docker("plugin", "disable", PLUGIN, check=False, timeout=180)
+        assert disable.returncode == 0, disable.stderr
+    finally:
+        dk.cleanup()
+        docker("plugin", "disable", "-f", PLUGIN, check=False)
+        for path in PLAIN_HOST_ABSENT:
+            if path not in aside and os.path.lexists(path):
+                subprocess.run(["rm", "-rf", path])  # made by the plugin
+        for path, moved in aside.items():
+            if os.path.lexists(path):
+                subprocess.run(["rm", "-rf", path])
+            os.rename(moved, path)
+
+
 def test_managed_plugin_build_enable_use_and_survive_dockerd_restart(
         needs_docker, busybox_image, tmp_path):
-    mounts = {"cni-conf": tmp_path / "net.d", "cni-bin": tmp_path / "cni-bin",
-              "state": tmp_path / "state", "cni-data": tmp_path / "cni-data"}
+    mounts = {"host-etc": tmp_path / "etc", "host-opt": tmp_path / "opt",
+              "host-var-lib": tmp_path / "var-lib"}
     for path in mounts.values():
         path.mkdir()
-    state = types.SimpleNamespace(state_dir=str(mounts["state"]))
+    (mounts["host-etc"] / "cni" / "net.d").mkdir(parents=True)
+    state = types.SimpleNamespace(state_dir=str(mounts["host-var-lib"] / "pycni"))
     dockerd = Dockerd()
     dk = Docker(PLUGIN)
     try:
         make("base-image")  # kept if pycni-base:local exists
         make("plugin", f"BASE={BASE}")
         assert docker("plugin", "inspect", "-f", "{{.Enabled}}", PLUGIN) == "false"
+        plain_host_part(dockerd, dk, tmp_path)
         docker("plugin", "set", PLUGIN, "PYCNI_LOG_LEVEL=debug",
                *(f"{name}.source={path}" for name, path in mounts.items()))
         enable = docker("plugin", "enable", PLUGIN, check=False, timeout=180)
@@ -97,7 +133,8 @@ def test_managed_plugin_build_enable_use_and_survive_dockerd_restart(
         s1, s_keep, s2 = distinct_subnets(3)
         net = dk.network("mp", "--subnet", s1)
         nid = dk.network_id(net)
-        assert os.path.exists(mounts["state"] / "pycni.db"), "state mount not used"
+        assert os.path.exists(mounts["host-var-lib"] / "pycni" / "pycni.db"), \
+            "state mount not used"
         a, b = two_containers_ping(dk, net, s1)
         docker("rm", "-f", a, b)
         dk.rm_network(net)
