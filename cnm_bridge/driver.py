@@ -29,15 +29,16 @@ class Driver:
 
     def create_network(self, req):
         """Plan, check and record a network; install its host rules. Docker sends this once."""
-        if self.store.get_network(req.network_id):
-            return {}  # a replay: the network is already recorded
-        spec = self._make_spec(req)
-        try:
-            self.install_host_rules(spec)
-            self.store.add_network(spec)
-        except Exception:
-            self._remove_host_rules(spec)
-            raise
+        with self.runtime.lock("network", req.network_id):
+            if self.store.get_network(req.network_id):
+                return {}  # a replay: the network is already recorded
+            spec = self._make_spec(req)
+            try:
+                self.install_host_rules(spec)
+                self.store.add_network(spec)
+            except Exception:
+                self._remove_host_rules(spec)
+                raise
         log.info("network %s: CNI network %s (%s)", req.network_id[:12], spec.cni_name,
                  spec.mode)
         return {}
@@ -92,7 +93,13 @@ class Driver:
         return spec
 
     def delete_network(self, ref):
-        spec = self.store.get_network(ref.network_id)
+        # Under the network's lock: `pycni gc` (another process) may be installing its
+        # rules again right now.
+        with self.runtime.lock("network", ref.network_id):
+            return self._delete_network(ref.network_id)
+
+    def _delete_network(self, network_id):
+        spec = self.store.get_network(network_id)
         if spec is None:
             return {}  # idempotent: Docker may retry after a failure it only logs
         for ep in self.store.endpoints(spec.id):
@@ -110,9 +117,18 @@ class Driver:
         log.info("network %s deleted", spec.id[:12])
         return {}
 
+    def reinstall_host_rules(self, network_id):
+        """A stored network's rules again (at start, by `pycni gc`): iptables rules do not
+        survive a reboot, the store does. False if the network is gone by now."""
+        with self.runtime.lock("network", network_id):
+            spec = self.store.get_network(network_id)
+            if spec is None:
+                return False
+            self.install_host_rules(spec)
+            return True
+
     def install_host_rules(self, spec):
-        """The network's own iptables rules; idempotent. Also run at start: iptables rules
-        do not survive a reboot, the store does."""
+        """The network's own iptables rules; idempotent."""
         rules = hostrules.network_rules(spec)
         if not rules:
             return

@@ -46,7 +46,7 @@ class Reconciler:
         with self.lock:
             for spec in self.store.networks():
                 # iptables rules do not survive a reboot; the record does.
-                self._try(report, "host_rules", self.driver.install_host_rules, spec)
+                self._try(report, "host_rules", self.driver.reinstall_host_rules, spec.id)
             boot = current_boot_id()
             for ep in self.store.endpoints():
                 if ep.boot_id and ep.boot_id != boot:
@@ -84,14 +84,17 @@ class Reconciler:
         `docker` answers network(id) -> {"Containers": {...}} or None if it is gone.
         """
         report = {"networks": 0, "endpoints": 0, "errors": 0}
+        cutoff = time.time() - min_age
         with self.lock:
             for spec in self.store.networks():
                 info = docker.network(spec.id)
                 if info is None:
-                    self._try(report, "networks", self.driver.delete_network, _Ref(spec.id))
+                    # dockerd records a network only after CreateNetwork answered: a young
+                    # one may just not be there yet.
+                    if (self.store.network_created(spec.id) or 0) <= cutoff:
+                        self._try(report, "networks", self.driver.delete_network, _Ref(spec.id))
                     continue
                 live = {c.get("EndpointID") for c in (info.get("Containers") or {}).values()}
-                cutoff = time.time() - min_age
                 for ep in self.store.endpoints(spec.id):
                     if ep.id in live or ep.state != "ready" or ep.created_unix > cutoff:
                         continue

@@ -184,6 +184,12 @@ class Store:
             rows = db.execute("SELECT * FROM networks ORDER BY created, rowid").fetchall()
         return [_network(r) for r in rows]
 
+    def network_created(self, network_id):
+        """When the network was recorded (seconds since the epoch), or None."""
+        with self._conn() as db:
+            row = db.execute("SELECT created FROM networks WHERE id=?", (network_id,)).fetchone()
+        return (row["created"] - 2440587.5) * 86400.0 if row else None
+
     def delete_network(self, network_id):
         with self._conn() as db:
             db.execute("DELETE FROM networks WHERE id=?", (network_id,))

@@ -73,9 +73,9 @@ def test_with_docker_tears_down_what_dockerd_forgot(side):
     gone, _, _ = run(side.driver, a.network_id, address="10.50.0.6/24")
     docker = FakeDocker({a.network_id: {"Containers": {"c1": {"EndpointID": live}}}})
     first = side.graph.reconciler.with_docker(docker)
-    assert first == {"networks": 1, "endpoints": 0, "errors": 0}  # endpoints under 60 s kept
+    assert first == {"networks": 0, "endpoints": 0, "errors": 0}  # all under 60 s: kept
     report = side.graph.reconciler.with_docker(docker, min_age=0)
-    assert report == {"networks": 0, "endpoints": 1, "errors": 0}
+    assert report == {"networks": 1, "endpoints": 1, "errors": 0}
     assert side.store.get_network(b.network_id) is None
     assert side.store.get_endpoint(gone) is None and side.store.get_endpoint(live)
 
