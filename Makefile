@@ -2,7 +2,8 @@
 #
 #   make wheels                        pycni and its dependencies as wheels (pip, on the host)
 #   make base-image                    pycni-base:local: debootstrap'ed Debian, no registry needed
-#   make plugin BASE=pycni-base:local  build the rootfs and `docker plugin create` $(PLUGIN)
+#   make bundle BASE=pycni-base:local  build the plugin's bundle (config.json + rootfs/) only
+#   make plugin BASE=pycni-base:local  the bundle, then `docker plugin create` $(PLUGIN)
 #   make plugin-enable                 enable it (its mount sources exist on any host)
 #   make plugin-disable | plugin-clean | base-clean | clean
 #
@@ -30,7 +31,7 @@ CONTEXT := $(BUILD)/context
 BASE_DIR := $(BUILD)/base
 BUNDLE := $(BUILD)/pycni
 
-.PHONY: wheels base-rootfs base-image context plugin plugin-enable plugin-disable \
+.PHONY: wheels base-rootfs base-image context bundle plugin plugin-enable plugin-disable \
 	plugin-clean base-clean clean
 
 # Wheels for the plugin's Python, 3.11 (python:3.11-slim-bookworm and Debian 12's python3).
@@ -60,7 +61,8 @@ context: wheels
 	cp Dockerfile plugin/entrypoint.sh plugin/iptables-wrapper.sh $(CONTEXT)/
 	cp $(WHEELS)/*.whl $(CONTEXT)/wheels/
 
-plugin: context
+# The plugin's bundle (config.json + rootfs/), which `docker plugin create` takes on any host.
+bundle: context
 	DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) $(DOCKER) build --build-arg BASE=$(BASE) \
 		-t $(ROOTFS_IMAGE) -f $(CONTEXT)/Dockerfile $(CONTEXT)
 	rm -rf --one-file-system $(BUNDLE)
@@ -69,6 +71,8 @@ plugin: context
 		trap '$(DOCKER) rm -f "$$cid" >/dev/null' EXIT; \
 		$(DOCKER) export "$$cid" | tar --numeric-owner -C $(BUNDLE)/rootfs -xf -
 	cp plugin/config.json $(BUNDLE)/config.json
+
+plugin: bundle
 	if $(DOCKER) plugin inspect $(PLUGIN) >/dev/null 2>&1; then \
 		$(DOCKER) plugin rm -f $(PLUGIN); \
 	fi

@@ -1,12 +1,17 @@
-"""pycni against Docker's own bridge driver, measured in one run: prints a markdown table.
+"""pycni against Docker's own bridge driver, engine by engine, in one run: prints one
+markdown table per engine and writes a plot of `docker run` latency against the number
+of live containers.
 
-    python3 benchmarks/bench.py [--runs 21] [--scale 200] [--skip-scale]
+    python3 benchmarks/bench.py [--engines 20,28,26] [--runs 21] [--scale 500]
+                                [--parallel 50] [--plot benchmarks/latency.png]
 
-Needs root, a running dockerd and the reference CNI plugins (./scripts/deps.sh).
-It starts its own pycni server (unique driver name, private dirs), builds the test
-busybox image if missing, and removes every container, network and dir it made.
-Latencies are medians (p10-p90 in brackets) of --runs runs, taken in rounds that
-interleave the setups, so drift on a noisy machine hits all of them alike.
+Needs root and the reference CNI plugins (./scripts/deps.sh); engines other than the
+running one are started with scripts/engines.sh (installed from Debian's packages if
+missing), and the engine that ran before is started again at the end. For each engine
+it starts its own pycni server (unique driver name, private dirs), and removes every
+container, network and dir it made. Latencies are medians (p10-p90 in brackets) of
+--runs runs, taken in rounds that interleave the setups, so drift on a noisy machine
+hits all of them alike; ratios compare with the same engine's bridge in the same run.
 """
 
 import argparse
@@ -22,20 +27,25 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))  # this checkout's packages, installed or not
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
+ROOT = os.path.join(HERE, "..")
+sys.path.insert(0, ROOT)  # this checkout's packages, installed or not
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import support  # noqa: E402
 from dockerlib import DOCKER, IMAGE, PycniServer, make_busybox_image, settle  # noqa: E402
 
 from cni_runner import CNIRuntime, RuntimeConf, conflist_from_dict  # noqa: E402
-from cnm_bridge import netlink, translate  # noqa: E402
+from cnm_bridge import conflists, names, netns  # noqa: E402
+from cnm_bridge.options import plan_network  # noqa: E402
 from cnm_bridge.protocol import parse_create_network  # noqa: E402
 
+BRIDGE = "docker bridge (user-defined)"
+ZERO = "pycni, zero config"
 
-def docker(*args, check=True):
-    p = subprocess.run([DOCKER, *args], capture_output=True, text=True)
+
+def docker(*args, check=True, timeout=300):
+    p = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)}: {p.stderr.strip()}")
     return p
@@ -62,8 +72,8 @@ def fmt_ms(values):
 def memory_mb(pid):
     """(RSS, PSS) in MB of a process and its children (gunicorn master + worker).
 
-    The worker is forked from the master after the app is loaded, so most pages
-    are shared: summed RSS counts them twice, PSS splits them (the real cost).
+    The worker is forked from the master, so some pages are shared: summed RSS counts
+    them twice, PSS splits them.
     """
     rss = pss = 0
     pids = [pid] + [int(c) for c in subprocess.run(["pgrep", "-P", str(pid)],
@@ -77,19 +87,27 @@ def memory_mb(pid):
                         rss += int(value.split()[0])
                     elif key == "Pss":
                         pss += int(value.split()[0])
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             pass
     return rss / 1024, pss / 1024
 
 
-class Bench:
-    def __init__(self, opts):
+def server_pid(server):
+    """gunicorn's master: `pycni serve` execs into it (the process we started)."""
+    return server.proc.pid
+
+
+class EngineBench:
+    """Every measure on one engine; rows of the table, and the scale points for the plot."""
+
+    def __init__(self, opts, engine):
         self.opts = opts
+        self.engine = engine
         self.tag = secrets.token_hex(3)
-        self.networks = []
-        self.containers = []
+        self.networks, self.containers, self.rows = [], [], []
         self.server = None
-        self.rows = []
+        self.curve = {}  # setup -> [(live containers, median seconds)]
+        self.version = ""
 
     def net(self, name, *args, driver=None):
         full = f"bench-{name}-{self.tag}"
@@ -97,16 +115,21 @@ class Bench:
         self.networks.append(full)
         return full
 
-    def subnet(self):
+    @staticmethod
+    def subnet(prefix=24):
+        if prefix == 16:
+            return f"10.{random.randint(100, 159)}.0.0/16"
         return f"10.{random.randint(200, 250)}.{random.randint(0, 255)}.0/24"
 
     def setup(self):
-        make_busybox_image() if not docker("images", "-q", IMAGE).stdout.strip() else None
+        self.version = docker("version", "-f", "{{.Server.Version}}").stdout.strip()
+        make_busybox_image()
         self.server = PycniServer()
         self.server.start()
         d = self.server.name
         conf_subnet = self.subnet()
         self.conf_name = "bench-" + self.tag
+        # A user's list with the reference chain: per-container masquerade and firewall.
         self.server.write_conf("10-bench.conflist", {
             "cniVersion": "1.0.0", "name": self.conf_name,
             "plugins": [{"type": "bridge", "bridge": "bnb" + self.tag, "isGateway": True,
@@ -118,14 +141,16 @@ class Bench:
                         {"type": "portmap", "capabilities": {"portMappings": True}},
                         {"type": "firewall"}]})
         self.setups = {
-            "pycni, zero config": self.net("zc", "--subnet", self.subnet(), driver=d),
-            "pycni, conflist": self.net("cl", "-o", f"cni.network={self.conf_name}",
-                                        "--subnet", conf_subnet, driver=d),
+            ZERO: self.net("zc", "--subnet", self.subnet(16), driver=d),
+            "pycni, conflist (ipMasq + firewall)": self.net(
+                "cl", "-o", f"cni.network={self.conf_name}", "--subnet", conf_subnet, driver=d),
             "pycni, --ipam-driver pycni": self.net("ip", "--ipam-driver", d, "--subnet",
                                                    self.subnet(), driver=d),
-            "docker bridge (user-defined)": self.net("br", "--subnet", self.subnet()),
+            BRIDGE: self.net("br", "--subnet", self.subnet(16)),
             "--network none": "none",
         }
+
+    # -- latency ----------------------------------------------------------------------
 
     def latency(self):
         results = {k: [] for k in self.setups}
@@ -138,144 +163,157 @@ class Bench:
                 dt, ok = timed_run(net)
                 if ok:
                     results[k].append(dt)
-        base = statistics.median(results["docker bridge (user-defined)"])
+        base = statistics.median(results[BRIDGE])
         self.rows.append(("**`docker run --rm ... true`**", "median (p10-p90)", "vs bridge"))
         for k, v in results.items():
             self.rows.append((k, fmt_ms(v), f"{statistics.median(v) / base:.2f}x"))
         self.latencies = results
 
-    def floor(self):
-        """The same chain's ADD+DEL: through cni_runner, and the plugin binaries alone."""
-        raw = translate.generate_conflist(
-            "f" * 64, translate.plan_network({}),
-            parse_create_network({"NetworkID": "f" * 64, "IPv4Data": [
-                {"Pool": "10.199.7.0/24", "Gateway": "10.199.7.1/24"}]}).ipv4_data,
-            [], False, os.path.join(self.server.root, "floor-ipam"))
-        raw["name"] = "benchfloor" + self.tag
-        raw["plugins"][0]["bridge"] = "bfl" + self.tag
-        conflist = conflist_from_dict(raw)
-        cache = tempfile.mkdtemp(prefix="pycni-bench-cache-")
-        rt = CNIRuntime(support.CNI_BIN_DIRS, cache)
-        runner, raw_exec = [], []
-        ns = "pycni-bench-" + self.tag
-        netlink.create_netns(ns)
-        try:
-            for i in range(self.opts.runs * 2):
-                cid = f"bench{i}"
-                t = time.perf_counter()
-                rt.add(conflist, RuntimeConf(cid, netlink.netns_path(ns), "eth0"))
-                rt.delete(conflist, RuntimeConf(cid, netlink.netns_path(ns), "eth0"))
-                runner.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                raw_chain(conflist, f"raw{i}", netlink.netns_path(ns))
-                raw_exec.append(time.perf_counter() - t)
-        finally:
-            netlink.delete_netns(ns)
-            netlink.delete_link("bfl" + self.tag)
-        self.rows.append(("**CNI chain ADD+DEL** (bridge+portmap+firewall)", "", "vs raw"))
-        self.rows.append(("plugin binaries alone", fmt_ms(raw_exec), "1.00x"))
-        self.rows.append(("through cni_runner", fmt_ms(runner),
-                          f"{statistics.median(runner) / statistics.median(raw_exec):.2f}x"))
+    # -- pycni's own time, per strategy ---------------------------------------------------
 
     def own_time(self):
-        """pycni's time per protocol call minus the time its CNI plugins ran."""
-        per_call, total_own, moves, cni = self._call_times(first_host=200)
-        self.rows.append(("**pycni's own time per call** (total minus CNI exec and the "
-                          "kernel's netns move)", "", ""))
-        for call, v in per_call.items():
-            self.rows.append((call, fmt_ms(v), ""))
-        self.rows.append(("per container (sum; DEL itself is deferred)", fmt_ms(total_own),
-                          "target <= 5 ms"))
-        self.rows.append(("kernel: moving the link out of the scratch netns", fmt_ms(moves),
-                          "(RCU wait)"))
-        self.rows.append(("CNI plugins (ADD)", fmt_ms(cni), ""))
+        """CreateEndpoint + Join + DeleteEndpoint posted straight to pycni: its own time
+        (total minus plugin execs and the kernel's netns move), the move, the plugins;
+        Join with a SandboxKey that does not exist yet (handoff, Docker < 28's `docker run`)
+        and with a mounted netns (direct: Docker 28's `docker run`, `docker network connect`)."""
+        self.rows.append(("**pycni's own time per container** (CreateEndpoint+Join+"
+                          "DeleteEndpoint)", "own / netns move / CNI", ""))
+        for mode in ("handoff", "direct"):
+            own, moves, cni = self._call_times(mode)
+            self.rows.append((f"{mode}: own time", fmt_ms(own), "target <= 5 ms"))
+            self.rows.append((f"{mode}: kernel moving the link between netns", fmt_ms(moves),
+                              "(RCU wait)"))
+            self.rows.append((f"{mode}: CNI plugins (ADD)", fmt_ms(cni), ""))
 
-    def _call_times(self, first_host):
-        """CreateEndpoint, Join, DeleteEndpoint posted straight to pycni, --runs times:
-        ({call: own seconds}, own per container, netns move, CNI exec)."""
+    def _call_times(self, mode, first_host=200):
         sock = self.server.socket
-        zc = self.setups["pycni, zero config"]
+        zc = self.setups[ZERO]
         nid = docker("network", "inspect", zc, "-f", "{{.Id}}").stdout.strip()
         subnet = docker("network", "inspect", zc, "-f",
                         "{{(index .IPAM.Config 0).Subnet}}").stdout.strip()
-        base = subnet.rsplit(".", 1)[0]
-        per_call = {"CreateEndpoint": [], "Join": [], "DeleteEndpoint": []}
-        total_own, moves, cni = [], [], []
+        base = subnet.split(".")[:2]
+        own, moves, cni = [], [], []
         for i in range(self.opts.runs):
             eid = secrets.token_hex(32)
-            own = move = exec_s = 0.0
-            host = first_host + i % (254 - first_host)
-            for call, body in (
-                    ("CreateEndpoint", {"NetworkID": nid, "EndpointID": eid,
-                                        "Interface": {"Address": f"{base}.{host}/24"},
-                                        "Options": {}}),
-                    ("Join", {"NetworkID": nid, "EndpointID": eid, "SandboxKey": "/x"}),
-                    ("DeleteEndpoint", {"NetworkID": nid, "EndpointID": eid})):
-                ms, cni_ms, move_ms = timed_post(sock, f"/NetworkDriver.{call}", body)
-                per_call[call].append((ms - cni_ms - move_ms) / 1000)
-                own += (ms - cni_ms - move_ms) / 1000
-                move += move_ms / 1000
-                exec_s += cni_ms / 1000
-            total_own.append(own)
-            moves.append(move)
-            cni.append(exec_s)
-            # The CNI DEL runs after DeleteEndpoint answered: let it finish, so the
-            # next CreateEndpoint does not count time spent waiting on its lock.
-            settle(self.server)
-        return per_call, total_own, moves, cni
+            sandbox = f"pycni-bench-sbx-{i}-{self.tag}"
+            key = "/var/run/docker/netns/not-yet"
+            if mode == "direct":
+                key = netns.create(sandbox).path
+            total = [0.0, 0.0, 0.0]
+            address = f"{base[0]}.{base[1]}.250.{first_host + i % 50}/16"
+            try:
+                for call, body in (
+                        ("CreateEndpoint", {"NetworkID": nid, "EndpointID": eid,
+                                            "Interface": {"Address": address}, "Options": {}}),
+                        ("Join", {"NetworkID": nid, "EndpointID": eid, "SandboxKey": key}),
+                        ("DeleteEndpoint", {"NetworkID": nid, "EndpointID": eid})):
+                    ms, cni_ms, move_ms = timed_post(sock, f"/NetworkDriver.{call}", body)
+                    total[0] += (ms - cni_ms - move_ms) / 1000
+                    total[1] += move_ms / 1000
+                    total[2] += cni_ms / 1000
+                # The CNI DEL runs after DeleteEndpoint answered: let it finish, so the
+                # next CreateEndpoint does not count time spent waiting on its lock.
+                settle(self.server)
+            finally:
+                if mode == "direct":
+                    netns.NetNS(sandbox).delete()
+            own.append(total[0])
+            moves.append(total[1])
+            cni.append(total[2])
+        return own, moves, cni
+
+    # -- restart -------------------------------------------------------------------------
+
+    def restart(self):
+        """Seconds from `docker restart` returning until a peer's ping and the published
+        port answer the restarted container (its address kept)."""
+        self.rows.append(("**restarted container reachable after**", "peer ping / port",
+                          "vs bridge"))
+        res = {}
+        for k in (ZERO, BRIDGE):
+            net = self.setups[k]
+            port = random.randint(20000, 40000)
+            srv = f"bench-srv-{self.tag}-{len(res)}"
+            peer = f"bench-peer-{self.tag}-{len(res)}"
+            docker("run", "-d", "--name", srv, "--network", net, "-p", f"{port}:80", IMAGE,
+                   "sh", "-c", "nc -ll -p 80 -e echo hi")
+            docker("run", "-d", "--name", peer, "--network", net, IMAGE, "sleep", "3600")
+            self.containers += [srv, peer]
+            ip = docker("inspect", srv, "-f",
+                        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}").stdout.strip()
+            pings, ports = [], []
+            for _ in range(max(3, self.opts.runs // 4)):
+                docker("exec", peer, "ping", "-c", "1", "-W", "2", ip, check=False)
+                docker("restart", "-t", "0", srv)
+                t0 = time.perf_counter()
+                pings.append(until(lambda: docker("exec", peer, "ping", "-c", "1", "-W", "1", ip,
+                                                  check=False).returncode == 0) - t0)
+                t0 = time.perf_counter()
+                ports.append(until(lambda: port_answers(port)) - t0)
+            res[k] = (pings, ports)
+        base = statistics.median(res[BRIDGE][0])
+        for k, (pings, ports) in res.items():
+            self.rows.append((k, f"{statistics.median(pings):.2f} s / "
+                                 f"{statistics.median(ports):.2f} s",
+                              f"{statistics.median(pings) / base:.2f}x"))
+        self._remove_containers()
+
+    # -- churn -------------------------------------------------------------------------------
 
     def parallel(self):
-        self.rows.append(("**parallel `docker run --rm`**", "containers/s, failures", "vs bridge"))
-        for n in (10, 20):
-            rates = {}
-            for k in ("pycni, zero config", "docker bridge (user-defined)"):
-                net = self.setups[k]
-                t = time.perf_counter()
-                with concurrent.futures.ThreadPoolExecutor(n) as pool:
-                    oks = list(pool.map(lambda _: timed_run(net)[1], range(n)))
-                dt = time.perf_counter() - t
-                rates[k] = (n / dt, oks.count(False))
-            b = rates["docker bridge (user-defined)"][0]
-            for k, (rate, fails) in rates.items():
-                self.rows.append((f"{n} parallel, {k}", f"{rate:.1f}/s, {fails} failed",
-                                  f"{rate / b:.2f}x"))
+        n = self.opts.parallel
+        self.rows.append((f"**{n} parallel `docker run --rm`**", "containers/s, failures",
+                          "vs bridge"))
+        rates = {}
+        for k in (ZERO, BRIDGE):
+            net = self.setups[k]
+            t = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(n) as pool:
+                oks = list(pool.map(lambda _: timed_run(net)[1], range(n)))
+            rates[k] = (n / (time.perf_counter() - t), oks.count(False))
+        for k, (rate, fails) in rates.items():
+            self.rows.append((k, f"{rate:.1f}/s, {fails} failed",
+                              f"{rate / rates[BRIDGE][0]:.2f}x"))
+
+    # -- scale -------------------------------------------------------------------------------
 
     def scale(self):
-        """`docker run` with 10 and with --scale containers alive on one network, pycni
-        and then Docker's bridge (Docker itself slows down with many containers)."""
-        if self.opts.scale > 240:
-            raise SystemExit("--scale above 240 does not fit a /24 (with room for the probes)")
-        self.rows.append(("**scale** (live containers on one network)", "", "vs 10 live"))
-        for k in ("pycni, zero config", "docker bridge (user-defined)"):
+        """`docker run` latency at several numbers of live containers on one network, pycni
+        and the engine's bridge; pycni's memory idle, at the top, and after all went."""
+        points = sorted({10, 100, self.opts.scale // 2, self.opts.scale})
+        idle = memory_mb(server_pid(self.server))
+        self.rows.append(("**scale** (live containers on one network)", "docker run",
+                          "vs 10 live"))
+        for k in (ZERO, BRIDGE):
             net = self.setups[k]
+            self.curve[k] = []
             at = {}
-            for n in (10, self.opts.scale):
+            for n in points:
                 self._fill(net, n)
-                at[n] = [timed_run(net)[0] for _ in range(self.opts.runs)]
-                if k.startswith("pycni"):
-                    at[n, "mem"] = memory_mb(self.server.proc.pid)
-                    at[n, "calls"] = self._call_times(first_host=245)
-            for n in (10, self.opts.scale):
-                self.rows.append((f"`docker run` at {n} live, {k}", fmt_ms(at[n]),
+                at[n] = [timed_run(net)[0] for _ in range(max(5, self.opts.runs // 2))]
+                self.curve[k].append((n, statistics.median(at[n])))
+                if k == ZERO and n == points[-1]:
+                    top = memory_mb(server_pid(self.server))
+            for n in (points[0], points[-1]):
+                self.rows.append((f"at {n} live, {k}", fmt_ms(at[n]),
                                   f"{statistics.median(at[n]) / statistics.median(at[10]):.2f}x"))
-            if k.startswith("pycni"):
-                for n in (10, self.opts.scale):
-                    _, own, moves, cni = at[n, "calls"]
-                    self.rows.append((f"CreateEndpoint at {n} live: own / netns move / CNI",
-                                      f"{statistics.median(own) * 1000:.1f} / "
-                                      f"{statistics.median(moves) * 1000:.0f} / "
-                                      f"{statistics.median(cni) * 1000:.0f} ms", ""))
-                (rss10, pss10), (rssn, pssn) = at[10, "mem"], at[self.opts.scale, "mem"]
-                self.rows.append((f"driver memory at 10 / at {self.opts.scale}: RSS summed (PSS)",
-                                  f"{rss10:.0f} MB ({pss10:.0f}) / {rssn:.0f} MB ({pssn:.0f})",
-                                  "target <= 80 MB"))
             self._remove_containers()
+        after = memory_mb(server_pid(self.server))
+        self.rows.append((f"pycni memory, RSS master + worker (PSS): idle / {points[-1]} live "
+                          "/ after", f"{idle[0]:.0f} ({idle[1]:.0f}) / {top[0]:.0f} "
+                          f"({top[1]:.0f}) / {after[0]:.0f} ({after[1]:.0f}) MB",
+                          "target <= 50 MB"))
 
     def _fill(self, net, n):
-        while len(self.containers) < n:
-            name = f"bench-c{len(self.containers)}-{self.tag}"
-            docker("run", "-d", "--name", name, "--network", net, IMAGE, "sleep", "3600")
-            self.containers.append(name)
+        names_ = []
+        while len(self.containers) + len(names_) < n:
+            names_.append(f"bench-c{len(self.containers) + len(names_)}-{self.tag}")
+
+        def start(name):
+            docker("run", "-d", "--name", name, "--network", net, IMAGE, "sleep", "36000")
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(start, names_))
+        self.containers += names_
 
     def _remove_containers(self):
         # Small batches: dockerd 20.10 miscounts a network's endpoints when many
@@ -284,7 +322,48 @@ class Bench:
             docker("rm", "-f", *self.containers[i:i + 10], check=False)
         self.containers = []
         if self.server:
-            settle(self.server, timeout=300)  # the deferred DELs of the scale run
+            settle(self.server, timeout=600)  # the deferred DELs
+
+    # -- the CNI chain alone ----------------------------------------------------------------
+
+    def floor(self):
+        """A user's reference chain (bridge+ipMasq, portmap, firewall) and pycni's generated
+        one (bridge): ADD+DEL through cni_runner and by the plugin binaries alone."""
+        self.rows.append(("**CNI ADD+DEL**", "", "vs raw"))
+        nid = "f" * 64
+        req = parse_create_network({"NetworkID": nid, "IPv4Data": [
+            {"Pool": "10.199.7.0/24", "Gateway": "10.199.7.1/24"}]})
+        gen = conflists.generate("benchfloor" + self.tag, "bfl" + self.tag, plan_network({}),
+                                 req.ipv4_data, [], False,
+                                 os.path.join(self.server.root, "floor-ipam"))
+        user = json.loads(json.dumps(gen))
+        user["name"] = "benchuser" + self.tag
+        user["plugins"][0]["ipMasq"] = True
+        user["plugins"].append({"type": "firewall"})
+        cache = tempfile.mkdtemp(prefix="pycni-bench-cache-")
+        rt = CNIRuntime(support.CNI_BIN_DIRS, cache)
+        ns = netns.create("pycni-bench-" + self.tag)
+        try:
+            for label, raw in (("pycni's generated list (bridge)",
+                                conflists.without_port_plugins(gen)),
+                               ("a user's list (bridge ipMasq, portmap, firewall)", user)):
+                conflist = conflist_from_dict(raw)
+                runner, raw_exec = [], []
+                for i in range(self.opts.runs):
+                    cid = f"bench{i}"
+                    t = time.perf_counter()
+                    rt.add(conflist, RuntimeConf(cid, ns.path, "eth0"))
+                    rt.delete(conflist, RuntimeConf(cid, ns.path, "eth0"))
+                    runner.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    raw_chain(conflist, f"raw{i}", ns.path)
+                    raw_exec.append(time.perf_counter() - t)
+                self.rows.append((f"{label}: binaries alone", fmt_ms(raw_exec), "1.00x"))
+                self.rows.append((f"{label}: through cni_runner", fmt_ms(runner),
+                                  f"{statistics.median(runner) / statistics.median(raw_exec):.2f}x"))
+        finally:
+            ns.delete()
+            support.run("ip", "link", "del", "bfl" + self.tag, check=False)
 
     def cleanup(self):
         self._remove_containers()
@@ -303,19 +382,37 @@ class Bench:
     def table(self):
         cores = os.cpu_count()
         mem = int(open("/proc/meminfo").read().split()[1]) // 1024 // 1024
-        ver = docker("version", "-f", "{{.Server.Version}}").stdout.strip()
-        print(f"\nMachine: {cores} cores, {mem} GiB, Docker {ver}, "
-              f"{time.strftime('%Y-%m-%d')}, runs={self.opts.runs}\n")
-        print("| measure | value | ratio |")
-        print("|---|---|---|")
-        for row in self.rows:
-            print("| " + " | ".join(row) + " |")
+        out = [f"\nDocker {self.version}: {cores} cores, {mem} GiB, "
+               f"{time.strftime('%Y-%m-%d')}, runs={self.opts.runs}\n",
+               "| measure | value | ratio |", "|---|---|---|"]
+        out += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(out)
 
 
-def raw_chain(conflist, cid, netns):
+def until(ok, timeout=120, step=0.02):
+    """The time.perf_counter() at which ok() first held."""
+    deadline = time.perf_counter() + timeout
+    while not ok():
+        if time.perf_counter() > deadline:
+            raise RuntimeError("timed out")
+        time.sleep(step)
+    return time.perf_counter()
+
+
+def port_answers(port):
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.settimeout(0.5)
+            return bool(s.recv(10))
+    except OSError:
+        return False
+
+
+def raw_chain(conflist, cid, netns_path):
     """The chain run by hand, as a shell script calling the binaries would."""
     prev = None
-    env = dict(os.environ, CNI_CONTAINERID=cid, CNI_NETNS=netns, CNI_IFNAME="eth0",
+    env = dict(os.environ, CNI_CONTAINERID=cid, CNI_NETNS=netns_path, CNI_IFNAME="eth0",
                CNI_ARGS="IgnoreUnknown=1", CNI_PATH=":".join(support.CNI_BIN_DIRS))
     for verb, plugins in (("ADD", conflist.plugins), ("DEL", list(reversed(conflist.plugins)))):
         for p in plugins:
@@ -342,24 +439,77 @@ def timed_post(sock, path, body):
             float(headers["X-Pycni-Move-Ms"]))
 
 
+def start_engine(engine):
+    subprocess.run([os.path.join(ROOT, "scripts", "engines.sh"), "start", str(engine)],
+                   check=True)
+
+
+def current_engine():
+    out = subprocess.run([os.path.join(ROOT, "scripts", "engines.sh"), "current"],
+                         capture_output=True, text=True).stdout.strip()
+    return out or "20"
+
+
+def plot(curves, path):
+    """Latency against live containers: one panel per engine, pycni and bridge."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: no matplotlib (pip install matplotlib): no plot", file=sys.stderr)
+        return
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    top = max(ms for c in curves.values() for pts in c.values() for _, ms in pts) * 1000 * 1.15
+    for ax, (version, c) in zip(axes[0], curves.items()):
+        for label, pts in c.items():
+            ax.plot([n for n, _ in pts], [s * 1000 for _, s in pts], marker="o",
+                    label="pycni" if label == ZERO else "Docker's bridge")
+        ax.set_title(f"Docker {version}")
+        ax.set_xlabel("live containers on the network")
+        ax.set_ylim(0, top)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("docker run --rm, median ms")
+    axes[0][0].legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"bench: plot in {path}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engines", default="20,28,26")
     ap.add_argument("--runs", type=int, default=21)
-    ap.add_argument("--scale", type=int, default=200)
+    ap.add_argument("--scale", type=int, default=500)
+    ap.add_argument("--parallel", type=int, default=50)
     ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--plot", default=os.path.join(HERE, "latency.png"))
     opts = ap.parse_args()
-    b = Bench(opts)
+    before = current_engine()
+    tables, curves = [], {}
     try:
-        b.setup()
-        b.latency()
-        b.floor()
-        b.own_time()
-        b.parallel()
-        if not opts.skip_scale:
-            b.scale()
+        for engine in opts.engines.split(","):
+            start_engine(engine)
+            b = EngineBench(opts, engine)
+            try:
+                b.setup()
+                b.latency()
+                b.own_time()
+                b.restart()
+                b.parallel()
+                b.floor()
+                if not opts.skip_scale:
+                    b.scale()
+            finally:
+                b.cleanup()
+            tables.append(b.table())
+            print(tables[-1], flush=True)
+            if b.curve:
+                curves[b.version.split("+")[0]] = b.curve
     finally:
-        b.cleanup()
-    b.table()
+        start_engine(before)
+    if curves:
+        plot(curves, opts.plot)
 
 
 if __name__ == "__main__":

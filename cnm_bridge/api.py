@@ -41,9 +41,9 @@ def create_app(driver, ipam, host, runtimes):
 
     @route
     def NetworkDriver_GetCapabilities():
-        """{} -> {"Scope": "local", "ConnectivityScope": "local"}"""
+        """{} -> {"Scope": "local"|"global", "ConnectivityScope": ...} (PYCNI_SCOPE)"""
         body()
-        return {"Scope": "local", "ConnectivityScope": "local"}
+        return driver.capabilities()
 
     @route
     def NetworkDriver_CreateNetwork():
@@ -92,7 +92,7 @@ def create_app(driver, ipam, host, runtimes):
         """{"NetworkID","EndpointID"} -> {}"""
         return driver.revoke_external_connectivity(p.parse_connectivity(body()))
 
-    # Swarm-only calls: Docker never sends them to a local-scope driver.
+    # Swarm's discovery calls: nothing here uses node discovery.
     @route
     def NetworkDriver_DiscoverNew():
         """{"DiscoveryType","DiscoveryData"} -> {}"""
@@ -107,9 +107,9 @@ def create_app(driver, ipam, host, runtimes):
 
     @route
     def NetworkDriver_AllocateNetwork():
-        """{"NetworkID","Options","IPv4Data","IPv6Data"} -> {"Options": {}}"""
-        p.parse_network_ref(body())
-        return {"Options": {}}
+        """{"NetworkID","Options","IPv4Data","IPv6Data"} -> {"Options": {}} (swarm manager,
+        global scope)"""
+        return driver.allocate_network(p.parse_create_network(body()))
 
     @route
     def NetworkDriver_FreeNetwork():

@@ -73,8 +73,12 @@ def _parser():
 
 def main(argv=None):
     opts = _parser().parse_args(argv)
-    s = settings_mod.from_sources(opts.socket, opts.conf_dir, opts.bin_dir, opts.state_dir,
-                                  opts.plugin_timeout, opts.log_level)
+    try:
+        s = settings_mod.from_sources(opts.socket, opts.conf_dir, opts.bin_dir, opts.state_dir,
+                                      opts.plugin_timeout, opts.log_level)
+    except ValueError as e:
+        print(f"pycni: {e}", file=sys.stderr)
+        return 2
     quiet = opts.command not in ("serve", "gc") and not opts.log_level
     logging.basicConfig(level="WARNING" if quiet else s.log_level.upper(),
                         format="%(asctime)s pycni %(levelname)s %(name)s: %(message)s")

@@ -12,6 +12,7 @@ class DockerAPI:
 
     @classmethod
     def connect(cls, timeout=10):
+        """dockerd at DOCKER_HOST (default its unix socket)."""
         import docker
         return cls(docker.from_env(version="auto", timeout=timeout))
 

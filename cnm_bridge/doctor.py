@@ -79,6 +79,29 @@ def check_dockerd(docker, driver):
     return out
 
 
+def check_swarm(docker, settings):
+    """A swarm node: Docker serves swarm-scoped networks only from managed plugins."""
+    if docker is None:
+        return []
+    try:
+        state = (docker.info().get("Swarm") or {}).get("LocalNodeState", "")
+    except Exception:
+        return []
+    if state != "active":
+        return []
+    legacy = os.path.dirname(settings.socket) == "/run/docker/plugins"
+    if not legacy:
+        return [Finding("swarm", True, "this host is a swarm node; pycni runs as a managed "
+                                       "plugin, which swarm-scoped networks need")]
+    return [Finding("swarm", True,
+                    f"this host is a swarm node and pycni runs as a legacy plugin "
+                    f"({settings.socket}): it serves local networks; Docker refuses legacy "
+                    "plugins for swarm-scoped networks (\"legacy plugin ... is not supported "
+                    "in swarm mode\")",
+                    "for swarm networks use the managed plugin on every node: docker plugin "
+                    "install (see docs/managed-plugin.md, \"Multi-host\")")]
+
+
 # -- CNI plugins and conflists ----------------------------------------------------------------
 
 def check_plugins(settings, prober):
@@ -288,7 +311,14 @@ def diagnose(settings, docker, driver, prober=None):
     from cni_runner.invoke import VersionProber
     from .store import Store
     prober = prober or VersionProber(timeout=10)
-    findings = check_server(settings) + check_dockerd(docker, driver)
+    findings = check_server(settings)
+    if findings[0].ok or docker is None:
+        findings += check_dockerd(docker, driver)
+    else:
+        # dockerd would wait ~15 s for a plugin that does not answer, then fail.
+        findings.append(Finding("dockerd uses pycni", False, "not asked: pycni does not answer",
+                                findings[0].fix))
+    findings += check_swarm(docker, settings)
     findings += check_plugins(settings, prober) + check_conflists(settings, prober)
     findings += check_state_dirs(settings) + check_iptables_backend()
     if os.path.exists(settings.db_path):

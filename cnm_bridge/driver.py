@@ -27,6 +27,19 @@ class Driver:
 
     # -- networks -------------------------------------------------------------
 
+    def capabilities(self):
+        """{"Scope","ConnectivityScope"}: "global" makes the swarm manager allocate
+        addresses cluster-wide (and call AllocateNetwork); "local", each host's dockerd."""
+        return {"Scope": self.settings.scope, "ConnectivityScope": self.settings.scope}
+
+    def allocate_network(self, req):
+        """The swarm manager's AllocateNetwork (global scope): the options are checked
+        here, so a mistake fails `docker network create` on the manager rather than each
+        node's first task. Nothing is made: nodes get CreateNetwork when tasks land."""
+        netspec.refuse_null_ipam(req.ipv4_data, req.ipv6_data)
+        options.plan_network(req.generic)
+        return {"Options": {}}
+
     def create_network(self, req):
         """Plan, check and record a network; install its host rules. Docker sends this once."""
         with self.runtime.lock("network", req.network_id):

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from .errors import BadRequest
 
 ID_RE = re.compile(r"[0-9a-f]{64}")
+# Swarm's network ids: 25 characters of [0-9a-z] (moby's stringid for cluster objects).
+SWARM_ID_RE = re.compile(r"[0-9a-z]{25}")
 MAX_BODY = 1 << 20
 MAX_DEPTH = 20
 
@@ -67,8 +69,12 @@ def _id(body, key, required=True):
         if required:
             raise BadRequest(f"missing {key}")
         return ""
-    if not isinstance(value, str) or not ID_RE.fullmatch(value):
-        raise BadRequest(f"{key} must be 64 lowercase hex characters, got {_show(value)}")
+    swarm_ok = key == "NetworkID"
+    if not isinstance(value, str) or not (
+            ID_RE.fullmatch(value) or (swarm_ok and SWARM_ID_RE.fullmatch(value))):
+        raise BadRequest(f"{key} must be 64 lowercase hex characters"
+                         + (" (or a swarm network's 25)" if swarm_ok else "")
+                         + f", got {_show(value)}")
     return value
 
 

@@ -20,6 +20,9 @@ class Settings:
     log_level: str = "info"
     reconcile_interval: float = 300.0
     defer_delete: bool = True
+    # "local": each host's dockerd allocates addresses (swarm: --config-only networks per
+    # host, --config-from on a manager); "global": the swarm manager does, cluster-wide.
+    scope: str = "local"
 
     @property
     def db_path(self):
@@ -57,4 +60,15 @@ def from_sources(socket=None, conf_dir=None, bin_dirs=None, state_dir=None,
         log_level=(log_level or env.get("PYCNI_LOG_LEVEL") or "info").lower(),
         reconcile_interval=float(env.get("PYCNI_RECONCILE_INTERVAL") or 300),
         defer_delete=(env.get("PYCNI_DEFER_DELETE") or "1") not in ("0", "false", "no"),
+        scope=scope_setting(env.get("PYCNI_SCOPE") or "local"),
     )
+
+
+SCOPES = ("local", "global")
+
+
+def scope_setting(value):
+    value = value.strip().lower()
+    if value not in SCOPES:
+        raise ValueError(f"PYCNI_SCOPE={value!r} must be one of {', '.join(SCOPES)}")
+    return value

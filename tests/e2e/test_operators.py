@@ -193,6 +193,7 @@ def test_doctor_when_the_server_is_down(doctor_server):
     server.stop()
     rc, found = doctor(server)
     assert rc == 1 and "start it" in found["pycni serving"]["fix"]
+    assert found["dockerd uses pycni"]["detail"] == "not asked: pycni does not answer"
     table = pycni_cmd(server, "doctor", "--driver", server.name).stdout
     assert "PROBLEM" in table and "CHECK" in table
 

@@ -46,6 +46,8 @@ class FakeDriver(Recorder):
                      "Gateway": "10.70.0.1"},
             "leave": {}, "program_external_connectivity": {},
             "revoke_external_connectivity": {},
+            "capabilities": {"Scope": "local", "ConnectivityScope": "local"},
+            "allocate_network": {"Options": {}},
         })
 
 
@@ -98,7 +100,7 @@ OPTS = {"com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}],
 # Every route, with a valid body and the fake method it must reach (None: answered by api).
 ROUTES = [
     ("Plugin.Activate", None, None, {"Implements": IMPLEMENTS}),
-    ("NetworkDriver.GetCapabilities", None, None,
+    ("NetworkDriver.GetCapabilities", None, ("driver", "capabilities"),
      {"Scope": "local", "ConnectivityScope": "local"}),
     ("NetworkDriver.CreateNetwork", {
         "NetworkID": NID, "Options": {"com.docker.network.enable_ipv6": False,
@@ -128,8 +130,8 @@ ROUTES = [
      ("driver", "revoke_external_connectivity"), {}),
     ("NetworkDriver.DiscoverNew", {"DiscoveryType": 1, "DiscoveryData": {}}, None, {}),
     ("NetworkDriver.DiscoverDelete", {"DiscoveryType": 1, "DiscoveryData": {}}, None, {}),
-    ("NetworkDriver.AllocateNetwork", {"NetworkID": NID, "Options": {}}, None,
-     {"Options": {}}),
+    ("NetworkDriver.AllocateNetwork", {"NetworkID": NID, "Options": {}},
+     ("driver", "allocate_network"), {"Options": {}}),
     ("NetworkDriver.FreeNetwork", {"NetworkID": NID}, None, {}),
     ("IpamDriver.GetCapabilities", None, ("ipam", "capabilities"),
      {"RequiresMACAddress": False, "RequiresRequestReplay": True}),

@@ -516,3 +516,20 @@ def test_icc_false_switches_bridge_netfilter_on(side):
     side.driver.create_network(create_network(options={
         "com.docker.network.bridge.enable_icc": "false"}))
     assert ("enable_bridge_netfilter",) in side.host.calls
+
+
+def test_scope_and_allocate_network(side):
+    assert side.driver.capabilities() == {"Scope": "local", "ConnectivityScope": "local"}
+    side.settings.scope = "global"
+    assert side.driver.capabilities()["Scope"] == "global"
+    assert side.driver.allocate_network(create_network()) == {"Options": {}}
+    with pytest.raises(UnsupportedOption, match="nosuch"):
+        side.driver.allocate_network(create_network(options={"nosuch": "1"}))
+    assert side.store.networks() == []  # nothing made on the manager
+
+
+def test_swarm_network_ids(side):
+    req = create_network(nid="q1w2e3r4t5y6u7i8o9p0asdfg")  # swarm's 25 characters
+    side.driver.create_network(req)
+    eid, _, _ = run(side.driver, req.network_id)
+    assert side.store.get_network(req.network_id).cni_name == "pycni-q1w2e3r4t5y6"

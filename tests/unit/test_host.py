@@ -126,3 +126,12 @@ def test_bridge_netfilter_switched_on(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no modprobe either
     with pytest.raises(HostError, match="br_netfilter"):
         Host().enable_bridge_netfilter()
+
+
+def test_rtnl_reads_without_root():
+    from cnm_bridge import rtnl
+    assert "lo" in rtnl.link_names()
+    assert rtnl.link_mac("lo") == "00:00:00:00:00:00"
+    assert rtnl.link_mac("nosuchlink0") == ""
+    attr = rtnl._attr(3, b"eth0\0")
+    assert len(attr) % 4 == 0 and attr[:4] == b"\x09\x00\x03\x00"

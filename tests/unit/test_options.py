@@ -211,3 +211,11 @@ def test_plan_option_lookup():
     plan = o.plan_network({"com.docker.network.driver.mtu": "1400"})
     assert plan.option("com.docker.network.driver.mtu") == "1400"
     assert plan.option("nothing", "x") == "x"
+
+
+def test_scope_setting():
+    from cnm_bridge.settings import from_sources, scope_setting
+    assert from_sources(env={}).scope == "local"
+    assert from_sources(env={"PYCNI_SCOPE": "Global"}).scope == "global"
+    with pytest.raises(ValueError, match="PYCNI_SCOPE"):
+        scope_setting("cluster")
