@@ -107,9 +107,9 @@ def create_app(driver, ipam, host, runtimes):
 
     @route
     def NetworkDriver_AllocateNetwork():
-        """{"NetworkID","Options","IPv4Data","IPv6Data"} -> {"Options": {}} (swarm manager,
-        global scope)"""
-        return driver.allocate_network(p.parse_create_network(body()))
+        """{"NetworkID","Options":{k: v},"IPv4Data","IPv6Data"} -> {"Options": {k: v}}
+        (the swarm manager, global scope; nodes' CreateNetwork carries the answer)"""
+        return driver.allocate_network(p.parse_allocate_network(body()))
 
     @route
     def NetworkDriver_FreeNetwork():

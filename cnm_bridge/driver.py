@@ -28,17 +28,27 @@ class Driver:
     # -- networks -------------------------------------------------------------
 
     def capabilities(self):
-        """{"Scope","ConnectivityScope"}: "global" makes the swarm manager allocate
-        addresses cluster-wide (and call AllocateNetwork); "local", each host's dockerd."""
-        return {"Scope": self.settings.scope, "ConnectivityScope": self.settings.scope}
+        """{"Scope","ConnectivityScope"}.
+
+        Scope (where addresses are allocated): "local", each host's dockerd; "global",
+        the swarm manager, cluster-wide (and it calls AllocateNetwork). ConnectivityScope
+        is always "global", as for Docker's macvlan: CNI plugins can reach across hosts,
+        and Docker gives swarm networks of such a driver cluster-wide service discovery
+        (`tasks.<service>` on every node).
+        """
+        return {"Scope": self.settings.scope, "ConnectivityScope": "global"}
 
     def allocate_network(self, req):
-        """The swarm manager's AllocateNetwork (global scope): the options are checked
-        here, so a mistake fails `docker network create` on the manager rather than each
-        node's first task. Nothing is made: nodes get CreateNetwork when tasks land."""
+        """The swarm manager's AllocateNetwork (global scope) -> {"Options": {...}}.
+
+        The options are checked here, so a mistake fails `docker network create` on the
+        manager rather than each node's first task. Nothing is made: each node gets
+        CreateNetwork when a task lands there, with the options answered here (Docker
+        hands nodes the driver's answer, not the user's options).
+        """
         netspec.refuse_null_ipam(req.ipv4_data, req.ipv6_data)
-        options.plan_network(req.generic)
-        return {"Options": {}}
+        options.plan_network(req.options)
+        return {"Options": dict(req.options)}
 
     def create_network(self, req):
         """Plan, check and record a network; install its host rules. Docker sends this once."""

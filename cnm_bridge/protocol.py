@@ -213,6 +213,27 @@ def parse_create_network(body):
 
 
 @dataclass(frozen=True)
+class AllocateNetworkRequest:
+    network_id: str
+    options: dict  # the user's `-o k=v`, flat
+    ipv4_data: list
+    ipv6_data: list
+
+
+def parse_allocate_network(body):
+    """{"NetworkID","Options":{k: v} (flat),"IPv4Data","IPv6Data"}: the swarm manager's,
+    for a global-scope driver."""
+    opts = _dict(body, "Options")
+    clean = {}
+    for k, v in opts.items():
+        if not isinstance(v, str):
+            raise BadRequest(f"network option {k!r} must be a string, got {_show(v)}")
+        clean[str(k)] = v
+    return AllocateNetworkRequest(_id(body, "NetworkID"), clean,
+                                  _ipam_data(body, "IPv4Data", 4), _ipam_data(body, "IPv6Data", 6))
+
+
+@dataclass(frozen=True)
 class NetworkRef:
     network_id: str
 

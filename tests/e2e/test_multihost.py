@@ -100,8 +100,10 @@ def pycni_state(host):
 
 def check_service_spans_hosts(cluster, net, service, subnet, slices):
     m = cluster.manager
-    m.docker("service", "create", "--detach", "--name", service, "--network", net,
-             "--endpoint-mode", "dnsrr", "--replicas", "4", IMAGE, "sleep", "3600")
+    # --no-resolve-image: the image is local, no registry is asked.
+    m.docker("service", "create", "--detach", "--no-resolve-image", "--name", service,
+             "--network", net, "--endpoint-mode", "dnsrr", "--replicas", "4", IMAGE, "sleep",
+             "3600")
     running = wait("4 tasks on both hosts", lambda: (
         lambda t: t if len(t) == 4 and len({h.name for h, _ in t.values()}) == 2 else None)(
             tasks(cluster, service)))
@@ -121,6 +123,13 @@ def check_service_spans_hosts(cluster, net, service, subnet, slices):
     assert all(a in found for a in addrs)
     ping(h1, n1, f"tasks.{service}")
     return running
+
+
+def remove_config(cluster, name):
+    """A --config-only network goes once no swarm network on that host uses it any more."""
+    for host in cluster.hosts:
+        wait(f"{name} free on {host.name}", lambda h=host: h.docker(
+            "network", "rm", name, check=False).returncode == 0)
 
 
 def assert_host_clean(host, network_prefix):
@@ -168,8 +177,7 @@ def test_network_from_config_only_networks(cluster):
             n for n in pycni_state(h)[0] if n["CNINetwork"] == f"lan{tag}"])
     assert_host_clean(cluster.hosts[1], net)
     m.docker("network", "rm", net)
-    for host in cluster.hosts:
-        host.docker("network", "rm", f"lan-cfg-{tag}")
+    remove_config(cluster, f"lan-cfg-{tag}")
 
 
 def test_zero_config_macvlan_and_a_host_going_away(cluster):
@@ -206,8 +214,7 @@ def test_zero_config_macvlan_and_a_host_going_away(cluster):
     wait("host 2 clean", lambda: not [n for n in pycni_state(h2)[0]
                                       if n["Network"].startswith(net)], timeout=120)
     m.docker("network", "rm", net)
-    for host in cluster.hosts:
-        host.docker("network", "rm", f"mv-cfg-{tag}")
+    remove_config(cluster, f"mv-cfg-{tag}")
     assert_host_clean(h2, net)
 
 

@@ -46,7 +46,7 @@ class FakeDriver(Recorder):
                      "Gateway": "10.70.0.1"},
             "leave": {}, "program_external_connectivity": {},
             "revoke_external_connectivity": {},
-            "capabilities": {"Scope": "local", "ConnectivityScope": "local"},
+            "capabilities": {"Scope": "local", "ConnectivityScope": "global"},
             "allocate_network": {"Options": {}},
         })
 
@@ -101,7 +101,7 @@ OPTS = {"com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}],
 ROUTES = [
     ("Plugin.Activate", None, None, {"Implements": IMPLEMENTS}),
     ("NetworkDriver.GetCapabilities", None, ("driver", "capabilities"),
-     {"Scope": "local", "ConnectivityScope": "local"}),
+     {"Scope": "local", "ConnectivityScope": "global"}),
     ("NetworkDriver.CreateNetwork", {
         "NetworkID": NID, "Options": {"com.docker.network.enable_ipv6": False,
                                       "com.docker.network.generic": {"foo": "bar"}},

@@ -519,12 +519,17 @@ def test_icc_false_switches_bridge_netfilter_on(side):
 
 
 def test_scope_and_allocate_network(side):
-    assert side.driver.capabilities() == {"Scope": "local", "ConnectivityScope": "local"}
+    assert side.driver.capabilities() == {"Scope": "local", "ConnectivityScope": "global"}
     side.settings.scope = "global"
     assert side.driver.capabilities()["Scope"] == "global"
-    assert side.driver.allocate_network(create_network()) == {"Options": {}}
+    from cnm_bridge import protocol as p
+    body = {"NetworkID": "ab" * 32, "Options": {"cni.type": "macvlan", "parent": "lan0"},
+            "IPv4Data": [{"AddressSpace": "GlobalDefault", "Pool": "10.9.0.0/24"}]}
+    assert side.driver.allocate_network(p.parse_allocate_network(body)) == {
+        "Options": {"cni.type": "macvlan", "parent": "lan0"}}
     with pytest.raises(UnsupportedOption, match="nosuch"):
-        side.driver.allocate_network(create_network(options={"nosuch": "1"}))
+        side.driver.allocate_network(p.parse_allocate_network(dict(body,
+                                                                   Options={"nosuch": "1"})))
     assert side.store.networks() == []  # nothing made on the manager
 
 
