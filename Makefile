@@ -31,7 +31,7 @@ CONTEXT := $(BUILD)/context
 BASE_DIR := $(BUILD)/base
 BUNDLE := $(BUILD)/pycni
 
-.PHONY: wheels base-rootfs base-image context bundle plugin plugin-enable plugin-disable \
+.PHONY: wheels base-rootfs base-image context bundle plugin plugin-create plugin-enable plugin-disable \
 	plugin-clean base-clean clean
 
 # Wheels for the plugin's Python, 3.11 (python:3.11-slim-bookworm and Debian 12's python3).
@@ -72,7 +72,10 @@ bundle: context
 		$(DOCKER) export "$$cid" | tar --numeric-owner -C $(BUNDLE)/rootfs -xf -
 	cp plugin/config.json $(BUNDLE)/config.json
 
-plugin: bundle
+plugin: bundle plugin-create
+
+# `docker plugin create` from the bundle as it is (make bundle made it).
+plugin-create:
 	if $(DOCKER) plugin inspect $(PLUGIN) >/dev/null 2>&1; then \
 		$(DOCKER) plugin rm -f $(PLUGIN); \
 	fi

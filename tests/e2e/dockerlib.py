@@ -319,3 +319,24 @@ class Dockerd:
 def endpoint_ids(container):
     data = json.loads(docker("inspect", container, "-f", "{{json .NetworkSettings.Networks}}"))
     return {v["EndpointID"] for v in data.values()}
+
+
+BUNDLE_SOURCES = ("pyproject.toml", "Dockerfile", "Makefile", "cnm_bridge", "cni_runner", "plugin")
+
+
+def bundle_is_fresh(root):
+    """Whether plugin/build/pycni (the managed plugin's bundle) is newer than everything it
+    is built from: then tests on another engine reuse it instead of building it again."""
+    bundle = os.path.join(root, "plugin", "build", "pycni", "config.json")
+    try:
+        built = os.path.getmtime(bundle)
+    except OSError:
+        return False
+    newest = 0.0
+    for src in BUNDLE_SOURCES:
+        path = os.path.join(root, src)
+        for dirpath, dirs, files in os.walk(path) if os.path.isdir(path) else [("", [], [path])]:
+            dirs[:] = [d for d in dirs if d not in ("build", "__pycache__")]
+            for f in files:
+                newest = max(newest, os.path.getmtime(os.path.join(dirpath, f)))
+    return built > newest

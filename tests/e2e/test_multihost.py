@@ -13,7 +13,7 @@ import time
 import pytest
 
 import support
-from dockerlib import IMAGE, engine_major, make_busybox_image
+from dockerlib import IMAGE, bundle_is_fresh, engine_major, make_busybox_image
 from swarmlib import ROOT, Cluster
 
 # debootstrap and docker build, the first time on a machine
@@ -37,8 +37,9 @@ def make(*args):
 @pytest.fixture(scope="module")
 def cluster(needs_docker_session):
     make_busybox_image()
-    make("base-image")
-    make("bundle", "BASE=pycni-base:local")
+    if not bundle_is_fresh(ROOT):
+        make("base-image")
+        make("bundle", "BASE=pycni-base:local")
     engine = engine_major()
     path = None
     if engine != 20:  # the nodes run the engine the tests run on
