@@ -36,7 +36,7 @@ import support  # noqa: E402
 from dockerlib import DOCKER, IMAGE, PycniServer, make_busybox_image, settle  # noqa: E402
 
 from cni_runner import CNIRuntime, RuntimeConf, conflist_from_dict  # noqa: E402
-from cnm_bridge import conflists, names, netns  # noqa: E402
+from cnm_bridge import conflists, netns  # noqa: E402
 from cnm_bridge.options import plan_network  # noqa: E402
 from cnm_bridge.protocol import parse_create_network  # noqa: E402
 
@@ -108,6 +108,7 @@ class EngineBench:
         self.server = None
         self.curve = {}  # setup -> [(live containers, median seconds)]
         self.version = ""
+        self.key = {}  # the summary's rows: measure -> value
 
     def net(self, name, *args, driver=None):
         full = f"bench-{name}-{self.tag}"
@@ -168,6 +169,10 @@ class EngineBench:
         for k, v in results.items():
             self.rows.append((k, fmt_ms(v), f"{statistics.median(v) / base:.2f}x"))
         self.latencies = results
+        self.key["`docker run`, zero config, vs bridge (target <= 1.00x)"] = \
+            f"{statistics.median(results[ZERO]) / base:.2f}x"
+        self.key["`docker run`, a user's conflist (ipMasq + firewall), vs bridge"] = \
+            f"{statistics.median(results['pycni, conflist (ipMasq + firewall)']) / base:.2f}x"
 
     # -- pycni's own time, per strategy ---------------------------------------------------
 
@@ -180,6 +185,7 @@ class EngineBench:
                           "DeleteEndpoint)", "own / netns move / CNI", ""))
         for mode in ("handoff", "direct"):
             own, moves, cni = self._call_times(mode)
+            self.key[f"netns move per container, {mode}"] = fmt_ms(moves).split(" (")[0]
             self.rows.append((f"{mode}: own time", fmt_ms(own), "target <= 5 ms"))
             self.rows.append((f"{mode}: kernel moving the link between netns", fmt_ms(moves),
                               "(RCU wait)"))
@@ -252,6 +258,8 @@ class EngineBench:
                 ports.append(until(lambda: port_answers(port)) - t0)
             res[k] = (pings, ports)
         base = statistics.median(res[BRIDGE][0])
+        self.key["restarted container reachable after: pycni / bridge"] = (
+            f"{statistics.median(res[ZERO][0]):.2f} s / {base:.2f} s")
         for k, (pings, ports) in res.items():
             self.rows.append((k, f"{statistics.median(pings):.2f} s / "
                                  f"{statistics.median(ports):.2f} s",
@@ -274,6 +282,8 @@ class EngineBench:
         for k, (rate, fails) in rates.items():
             self.rows.append((k, f"{rate:.1f}/s, {fails} failed",
                               f"{rate / rates[BRIDGE][0]:.2f}x"))
+        self.key[f"{n} parallel `docker run`: failures, rate vs bridge"] = (
+            f"{rates[ZERO][1]}, {rates[ZERO][0] / rates[BRIDGE][0]:.2f}x")
 
     # -- scale -------------------------------------------------------------------------------
 
@@ -297,12 +307,17 @@ class EngineBench:
             for n in (points[0], points[-1]):
                 self.rows.append((f"at {n} live, {k}", fmt_ms(at[n]),
                                   f"{statistics.median(at[n]) / statistics.median(at[10]):.2f}x"))
+            who = "pycni" if k == ZERO else "bridge"
+            self.key[f"`docker run` at {points[-1]} vs 10 live, {who} (target <= 1.10x)"] = \
+                f"{statistics.median(at[points[-1]]) / statistics.median(at[10]):.2f}x"
             self._remove_containers()
         after = memory_mb(server_pid(self.server))
         self.rows.append((f"pycni memory, RSS master + worker (PSS): idle / {points[-1]} live "
                           "/ after", f"{idle[0]:.0f} ({idle[1]:.0f}) / {top[0]:.0f} "
                           f"({top[1]:.0f}) / {after[0]:.0f} ({after[1]:.0f}) MB",
                           "target <= 50 MB"))
+        self.key["pycni RSS master + worker: idle / after (target <= 50 MB)"] = (
+            f"{idle[0]:.0f} / {after[0]:.0f} MB")
 
     def _fill(self, net, n):
         names_ = []
@@ -486,7 +501,7 @@ def main():
     ap.add_argument("--plot", default=os.path.join(HERE, "latency.png"))
     opts = ap.parse_args()
     before = current_engine()
-    tables, curves = [], {}
+    tables, curves, benches = [], {}, []
     try:
         for engine in opts.engines.split(","):
             start_engine(engine)
@@ -503,13 +518,26 @@ def main():
             finally:
                 b.cleanup()
             tables.append(b.table())
+            benches.append(b)
             print(tables[-1], flush=True)
             if b.curve:
                 curves[b.version.split("+")[0]] = b.curve
     finally:
         start_engine(before)
+    print(summary_table(benches), flush=True)
     if curves:
         plot(curves, opts.plot)
+
+
+def summary_table(benches):
+    """The key measures, a column per engine."""
+    keys = []
+    for b in benches:
+        keys += [k for k in b.key if k not in keys]
+    out = ["\n| measure | " + " | ".join(f"Docker {b.version.split('+')[0]}" for b in benches)
+           + " |", "|---|" + "---|" * len(benches)]
+    out += [f"| {k} | " + " | ".join(b.key.get(k, "-") for b in benches) + " |" for k in keys]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ __all__ = [
     "AlreadyAddedError", "CNIError", "CNIRuntime", "CacheEntry", "ConfigError",
     "NetworkConfigList", "NotAddedError", "NotFoundError", "PluginConfig", "PluginError",
     "PluginNotFoundError", "ResultCache", "ResultError", "RuntimeConf", "VersionError",
-    "conflist_from_bytes", "conflist_from_dict", "convert", "load_all", "load_by_name",
+    "canonical_result", "conflist_from_bytes", "conflist_from_dict", "convert", "load_all",
+    "load_by_name",
     "validate_container_id", "validate_ifname", "validate_name",
 ]

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
-from cni_runner import load_all
 from cni_runner.config import config_files, load_file
 from cni_runner.errors import CNIError
 from cni_runner.invoke import find_plugin
@@ -344,6 +343,3 @@ def run_doctor(settings, opts, docker=None):
     else:
         print(render(rows, template=opts.format, columns=["check", "ok", "detail", "fix"]))
     return 0 if all(f.ok for f in findings) else 1
-
-
-__all__ = ["Finding", "diagnose", "load_all", "run_doctor"]

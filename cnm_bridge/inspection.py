@@ -5,9 +5,7 @@ Both read pycni's store through the composition root and ask dockerd (DockerAPI)
 only to turn Docker's names into ids; neither runs inside the server.
 """
 
-import json
-
-from . import conflists, names
+from . import conflists
 
 
 class LookupFailed(Exception):
@@ -97,11 +95,3 @@ def check_container(graph, docker, container):
     if not rows:
         raise LookupFailed(f"container {container} has no endpoint on a pycni network")
     return rows
-
-
-def to_json(value):
-    return json.dumps(value, indent=2, sort_keys=True)
-
-
-__all__ = ["LookupFailed", "check_container", "container_endpoints", "describe_network",
-           "find_network", "names", "to_json"]

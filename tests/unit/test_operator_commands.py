@@ -176,3 +176,182 @@ def test_cli_refuses_unsafe_dirs_and_unknown_commands(tmp_path, capsys):
     assert rc == 2 and "writable by group or others" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["nosuchcommand"])
+
+
+# -- doctor's checks with stand-ins for dockerd and the host -----------------------------------
+
+class FakeClientAPI:
+    def __init__(self, fail=None):
+        self.fail = fail
+        self.made = []
+
+    def create_network(self, name, driver, ipam):
+        if self.fail:
+            raise RuntimeError(self.fail)
+        self.made.append(name)
+        return {"Id": "n1"}
+
+    def remove_network(self, nid):
+        self.made.remove(self.made[0])
+
+    def info(self):
+        return {"Swarm": {"LocalNodeState": "active"}}
+
+    def version(self):
+        return {"Version": "28.5.2", "ApiVersion": "1.51"}
+
+    def inspect_network(self, nid):
+        return {"Id": nid}
+
+    def networks(self):
+        return [{"Id": "n1", "Name": "net1"}]
+
+    def containers(self, all=True):
+        return [{"Names": ["/web"], "NetworkSettings": {"Networks": {"n": {"EndpointID": "e1"}}}}]
+
+    def inspect_container(self, ref):
+        return {"Name": ref}
+
+
+class FakeClient:
+    def __init__(self, fail=None):
+        self.api = FakeClientAPI(fail)
+
+
+def test_doctor_dockerd_probe_and_its_fixes():
+    from cnm_bridge.dockerapi import DockerAPI
+    ok = DockerAPI(FakeClient())
+    found = {f.check: f for f in doctor.check_dockerd(ok, "pycni")}
+    assert found["dockerd running"].detail == "Docker 28.5.2" and found["dockerd uses pycni"].ok
+    assert ok.client.api.made == []  # the probe network is gone again
+    for msg, fix in (('plugin "pycni" not found', "/run/docker/plugins/pycni.sock"),
+                     ("error looking up IPAM driver", "restart dockerd"),
+                     ("something else", "dockerd's log")):
+        [_, f] = doctor.check_dockerd(DockerAPI(FakeClient(msg)), "pycni")
+        assert not f.ok and fix in f.fix
+    [f] = doctor.check_dockerd(None, "pycni")
+    assert not f.ok and "systemctl start docker" in f.fix
+
+
+def test_doctor_swarm_note(tmp_path):
+    from cnm_bridge.dockerapi import DockerAPI
+    from cnm_bridge.settings import Settings
+    legacy = Settings(socket="/run/docker/plugins/pycni.sock")
+    [f] = doctor.check_swarm(DockerAPI(FakeClient()), legacy)
+    assert "legacy plugin" in f.detail and "managed plugin" in f.fix
+    [f] = doctor.check_swarm(DockerAPI(FakeClient()), Settings(socket="/run/p/pycni.sock"))
+    assert "managed plugin" in f.detail
+    assert doctor.check_swarm(None, legacy) == []
+
+
+def test_doctor_netfilter_and_rules(side, monkeypatch):
+    req = create_network(options={"com.docker.network.bridge.enable_icc": "false"})
+    side.driver.create_network(req)
+    monkeypatch.setattr(doctor, "_read", lambda path: "0")
+    calls = []
+
+    def run(*cmd, timeout=60):
+        import subprocess
+        calls.append(cmd)
+        out = ":FORWARD DROP [0:0]\n" if cmd[0] == "iptables-save" else ""
+        return subprocess.CompletedProcess(cmd, 1 if "-C" in cmd else 0, out, "")
+    monkeypatch.setattr(doctor, "_run", run)
+    found = {f.check: f for f in doctor.check_netfilter(side.store.networks())}
+    assert not found["br_netfilter"].ok and "enable_icc=false" in found["br_netfilter"].detail
+    assert not found["pycni's iptables rules"].ok
+    assert "FORWARD policy DROP" in found["pycni's iptables rules"].detail
+
+
+def test_doctor_server_and_report(side, capsys, monkeypatch):
+    [f] = doctor.check_server(side.settings)
+    assert not f.ok and "start it" in f.fix
+
+    class Opts:
+        json, format, driver = False, None, "pycni"
+    monkeypatch.setattr(doctor, "check_iptables_backend", lambda: [])
+    monkeypatch.setattr(doctor, "check_netfilter", lambda specs: [])
+    rc = doctor.run_doctor(side.settings, Opts(), docker=None)
+    out = capsys.readouterr().out
+    assert rc == 1 and "PROBLEM" in out and "not asked" in out
+    Opts.json = True
+    doctor.run_doctor(side.settings, Opts(), docker=None)
+    assert json.loads(capsys.readouterr().out)[0]["check"] == "pycni serving"
+
+
+def test_dockerapi_reads(monkeypatch):
+    from cnm_bridge.dockerapi import DockerAPI
+    api = DockerAPI(FakeClient())
+    assert api.network("n1") == {"Id": "n1"}
+    assert api.networks()[0]["Name"] == "net1"
+    assert api.endpoint_names() == {"e1": "web"}
+    assert api.container("c") == {"Name": "c"}
+    assert api.info()["Swarm"] and api.version()["ApiVersion"] == "1.51"
+    import docker
+    seen = {}
+    monkeypatch.setattr(docker, "from_env", lambda **kw: seen.update(kw) or FakeClient())
+    DockerAPI.connect(timeout=3)
+    assert seen == {"version": "auto", "timeout": 3}
+
+
+# -- the command line ------------------------------------------------------------------------
+
+@pytest.fixture
+def no_dockerd(monkeypatch):
+    from cnm_bridge import dockerapi
+
+    def refuse(cls, timeout=10):
+        raise ConnectionError("no dockerd here")
+    monkeypatch.setattr(dockerapi.DockerAPI, "connect", classmethod(refuse))
+
+
+def dirs(side):
+    return ["--state-dir", side.settings.state_dir, "--conf-dir", side.settings.conf_dir,
+            "--bin-dir", side.cni.bin_dir, "--socket", side.settings.socket]
+
+
+def test_cli_status_inspect_check_ports_gc(side, capsys, no_dockerd):
+    req = create_network()
+    side.driver.create_network(req)
+    run(side.driver, req.network_id)
+    assert cli.main(["status", "--json", *dirs(side)]) == 1  # no server answers
+    assert json.loads(capsys.readouterr().out)["Endpoints"][0]["State"] == "ready"
+    assert cli.main(["inspect", req.network_id[:12], *dirs(side)]) == 0
+    assert json.loads(capsys.readouterr().out)["Mode"] == "generated"
+    assert cli.main(["inspect", req.network_id[:12], "--format", "{{.Mode}}", *dirs(side)]) == 0
+    assert capsys.readouterr().out.strip() == "generated"
+    assert cli.main(["inspect", "nope", *dirs(side)]) == 1
+    assert "no pycni network" in capsys.readouterr().err
+    assert cli.main(["check", "web", *dirs(side)]) == 1
+    assert "cannot reach dockerd" in capsys.readouterr().err
+    assert cli.main(["ports", *dirs(side)]) == 0
+    assert "CONTAINER" in capsys.readouterr().out
+    assert cli.main(["gc", *dirs(side)]) == 1
+    assert "cannot reach dockerd" in capsys.readouterr().err
+
+
+def test_cli_bad_scope(monkeypatch, capsys):
+    monkeypatch.setenv("PYCNI_SCOPE", "everywhere")
+    assert cli.main(["status"]) == 2 and "PYCNI_SCOPE" in capsys.readouterr().err
+
+
+def test_app_and_server_wiring(side, monkeypatch):
+    from cnm_bridge import app as app_mod
+    from cnm_bridge import server
+    app = app_mod.make_app(side.settings, host=side.host)
+    resp = app.test_client().post("/Plugin.Activate", data=b"")
+    assert resp.get_json()["Implements"] == ["NetworkDriver", "IpamDriver"]
+    assert resp.headers["X-Pycni-Move-Ms"] == "0.00"
+    seen = {}
+    monkeypatch.setattr(server._Server, "run", lambda self: seen.update(self.options))
+    server.serve(side.settings, lambda: app)
+    assert seen["workers"] == 1 and seen["umask"] == 0o077
+    assert seen["bind"] == [f"unix:{side.settings.socket}"]
+
+    class Worker:
+        wsgi = app
+    server._drain_deleter(Worker())  # nothing pending: returns
+    started = []
+    monkeypatch.setattr("cnm_bridge.reconcile.background",
+                        lambda interval, argv: started.append(argv))
+    server._start_reconciler(side.settings)(Worker())
+    assert started and started[0][3] == "gc"

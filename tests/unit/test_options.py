@@ -2,10 +2,9 @@
 
 import pytest
 
-from cnm_bridge import conflists, names, netspec
+from cnm_bridge import netspec
 from cnm_bridge import options as o
 from cnm_bridge.errors import UnsupportedOption
-from cnm_bridge.protocol import IPAMData
 
 NID = "ab" * 32
 

@@ -567,3 +567,20 @@ def test_create_endpoint_ifname_option():
 def test_request_address_bad_mac_option_refused():
     bad(p.parse_request_address, {"PoolID": POOL_ID, "Options": {
         "com.docker.network.endpoint.macaddress": "nope"}}, "macaddress")
+
+
+def test_allocate_network_options_are_flat():
+    req = p.parse_allocate_network({"NetworkID": "q1w2e3r4t5y6u7i8o9p0asdfg",
+                                    "Options": {"cni.type": "macvlan"},
+                                    "IPv4Data": [{"AddressSpace": "GlobalDefault",
+                                                  "Pool": "10.9.0.0/24"}]})
+    assert req.options == {"cni.type": "macvlan"} and req.ipv4_data[0].pool == net("10.9.0.0/24")
+    bad(p.parse_allocate_network, {"NetworkID": NID, "Options": {"k": 5}}, "'k'")
+
+
+@pytest.mark.parametrize("value", ["q1w2e3r4t5y6u7i8o9p0asdf", "Q1W2E3R4T5Y6U7I8O9P0ASDFG",
+                                   "q1w2e3r4t5y6u7i8o9p0asd-g"])
+def test_swarm_network_ids_exactly(value):
+    bad(p.parse_network_ref, {"NetworkID": value}, "NetworkID")
+    bad(p.parse_endpoint_ref, {"NetworkID": NID, "EndpointID": "q1w2e3r4t5y6u7i8o9p0asdfg"},
+        "EndpointID")
