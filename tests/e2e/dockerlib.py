@@ -321,6 +321,28 @@ def endpoint_ids(container):
     return {v["EndpointID"] for v in data.values()}
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# debootstrap (about 30 s), then docker build with apt-get (a few minutes on a slow mirror).
+MAKE_TIMEOUT = 1800
+
+
+def plugin_name():
+    """The managed plugin's reference, as the Makefile makes it: pycni/pycni:<version>."""
+    import re
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        version = re.search(r'^version\s*=\s*"([^"]+)"', f.read(), re.M).group(1)
+    return f"pycni/pycni:{version}"
+
+
+def make(*args):
+    """`make -C <checkout> ARGS` against the running dockerd's CLI."""
+    proc = subprocess.run(["make", "-C", ROOT, f"DOCKER={DOCKER}", *args],
+                          capture_output=True, text=True, timeout=MAKE_TIMEOUT)
+    assert proc.returncode == 0, (f"make {' '.join(args)} failed ({proc.returncode}):\n"
+                                  f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
 BUNDLE_SOURCES = ("pyproject.toml", "Dockerfile", "Makefile", "cnm_bridge", "cni_runner", "plugin")
 
 

@@ -167,12 +167,18 @@ class Cluster:
         sh("iptables", "-I", "FORWARD", *self.rule)
         image = subprocess.Popen([DOCKER, "save", IMAGE], stdout=subprocess.PIPE)
         saved = image.communicate()[0]
-        for host in self.hosts:
+
+        def prepare(host):
             host.start()
             load = subprocess.run([DOCKER, "-H", f"unix://{host.sock}", "load"], input=saved,
                                   capture_output=True, timeout=300)
             assert load.returncode == 0, load.stderr
             host.install_plugin(plugin, plugin_env)
+
+        # Side by side: `docker plugin create` packs the whole rootfs, on each host.
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(len(self.hosts)) as pool:
+            list(pool.map(prepare, self.hosts))
         manager, worker = self.hosts
         manager.docker("swarm", "init", "--advertise-addr", manager.address)
         token = manager.docker("swarm", "join-token", "-q", "worker")

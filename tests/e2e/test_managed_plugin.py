@@ -8,34 +8,15 @@ was started: systemd, or the same command line.
 """
 
 import os
-import re
 import subprocess
 import types
 
-from dockerlib import (DOCKER, Docker, Dockerd, assert_nothing_left, bundle_is_fresh, docker,
-                       docker_answers, random_subnet, wait_docker)
+from dockerlib import (ROOT, Docker, Dockerd, assert_nothing_left, bundle_is_fresh, docker,
+                       docker_answers, make, plugin_name, random_subnet, wait_docker)
 from test_driver_basics import assert_inspect_matches, ping
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = "pycni-base:local"
-# debootstrap (about 30 s), then docker build with apt-get (a few minutes on a slow mirror).
-MAKE_TIMEOUT = 1800
-
-
-def _version():
-    with open(os.path.join(ROOT, "pyproject.toml")) as f:
-        return re.search(r'^version\s*=\s*"([^"]+)"', f.read(), re.M).group(1)
-
-
-PLUGIN = f"pycni/pycni:{_version()}"
-
-
-def make(*args):
-    proc = subprocess.run(["make", "-C", ROOT, f"DOCKER={DOCKER}", *args],
-                          capture_output=True, text=True, timeout=MAKE_TIMEOUT)
-    assert proc.returncode == 0, (f"make {' '.join(args)} failed ({proc.returncode}):\n"
-                                  f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc.stdout
+PLUGIN = plugin_name()
 
 
 def plugin_enabled():

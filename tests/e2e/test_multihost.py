@@ -5,7 +5,6 @@ import ipaddress
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import time
@@ -13,25 +12,11 @@ import time
 import pytest
 
 import support
-from dockerlib import IMAGE, bundle_is_fresh, engine_major, make_busybox_image
+from dockerlib import (IMAGE, bundle_is_fresh, engine_major, make, make_busybox_image,
+                       plugin_name)
 from swarmlib import ROOT, Cluster
 
-# debootstrap and docker build, the first time on a machine
-MAKE_TIMEOUT = 1800
-
-
-def _version():
-    with open(os.path.join(ROOT, "pyproject.toml")) as f:
-        return re.search(r'^version\s*=\s*"([^"]+)"', f.read(), re.M).group(1)
-
-
-PLUGIN = f"pycni/pycni:{_version()}"
-
-
-def make(*args):
-    proc = subprocess.run(["make", "-C", ROOT, *args], capture_output=True, text=True,
-                          timeout=MAKE_TIMEOUT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+PLUGIN = plugin_name()
 
 
 @pytest.fixture(scope="module")

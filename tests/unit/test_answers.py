@@ -5,19 +5,10 @@ import ipaddress
 import pytest
 
 from cnm_bridge import answers as a
-from cnm_bridge.errors import UnsupportedOption
+from checks import refused
 
 ip = ipaddress.ip_interface
 RESULT_IPS = [ip("10.50.0.5/16"), ip("fd50::5/64")]
-
-
-def refused(fn, *args, words=()):
-    with pytest.raises(UnsupportedOption) as info:
-        fn(*args)
-    msg = str(info.value)
-    for w in words:
-        assert w in msg, f"{w!r} not in {msg!r}"
-    return msg
 
 
 # -- results -------------------------------------------------------------------------

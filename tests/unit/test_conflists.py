@@ -8,7 +8,7 @@ import pytest
 from cnm_bridge import conflists as c
 from cnm_bridge import names
 from cnm_bridge import options as o
-from cnm_bridge.errors import UnsupportedOption
+from checks import refused
 from cnm_bridge.protocol import IPAMData
 
 NID = "3f" * 32
@@ -19,15 +19,6 @@ net = ipaddress.ip_network
 V4 = [IPAMData(pool=net("10.50.0.0/16"), gateway=ip("10.50.0.254/16"),
                address_space="LocalDefault")]
 V6 = [IPAMData(pool=net("fd50::/64"), gateway=ip("fd50::1/64"), address_space="LocalDefault")]
-
-
-def refused(fn, *args, words=()):
-    with pytest.raises(UnsupportedOption) as info:
-        fn(*args)
-    msg = str(info.value)
-    for w in words:
-        assert w in msg, f"{w!r} not in {msg!r}"
-    return msg
 
 
 def plugins_by_type(conf):

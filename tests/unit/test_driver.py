@@ -419,13 +419,19 @@ def test_delete_endpoint_that_never_joined(side, net):
     assert side.store.get_endpoint(req.endpoint_id) is None and side.cni.calls("DEL") == []
 
 
-def test_teardown_of_a_list_that_needs_its_link(side):
+def masquerading_network(side):
+    """A named list whose bridge masquerades per container: its DEL needs the link."""
     side.cni.write_conf("10-masq.conflist", {
         "cniVersion": "1.0.0", "name": "masq",
         "plugins": [{"type": "bridge", "ipMasq": True, "ipam": {
             "type": "host-local", "ranges": [[{"subnet": "10.50.0.0/24"}]]}}]})
     req = create_network(options={"cni.network": "masq"})
     side.driver.create_network(req)
+    return req
+
+
+def test_teardown_of_a_list_that_needs_its_link(side):
+    req = masquerading_network(side)
     eid, _, _ = run(side.driver, req.network_id)
     side.driver.delete_endpoint(ref(req.network_id, eid))
     tmp = names.tmp_ifname(eid)
@@ -446,12 +452,7 @@ def test_delete_endpoint_direct_runs_del_in_the_pinned_netns(side, net):
 
 
 def test_direct_teardown_after_the_netns_is_gone(side):
-    side.cni.write_conf("10-masq.conflist", {
-        "cniVersion": "1.0.0", "name": "masq",
-        "plugins": [{"type": "bridge", "ipMasq": True, "ipam": {
-            "type": "host-local", "ranges": [[{"subnet": "10.50.0.0/24"}]]}}]})
-    req = create_network(options={"cni.network": "masq"})
-    side.driver.create_network(req)
+    req = masquerading_network(side)
     side.host.add_sandbox(SANDBOX)
     eid, _, _ = run(side.driver, req.network_id, sandbox_key=SANDBOX)
     side.host.netns.clear()  # a reboot: the pin is gone

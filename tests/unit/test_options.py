@@ -4,18 +4,10 @@ import pytest
 
 from cnm_bridge import netspec
 from cnm_bridge import options as o
+from checks import refused
 from cnm_bridge.errors import UnsupportedOption
 
 NID = "ab" * 32
-
-
-def refused(fn, *args, words=()):
-    with pytest.raises(UnsupportedOption) as info:
-        fn(*args)
-    msg = str(info.value)
-    for w in words:
-        assert w in msg, f"{w!r} not in {msg!r}"
-    return msg
 
 
 # -- plan_network ------------------------------------------------------------------------
