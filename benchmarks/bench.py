@@ -16,6 +16,7 @@ hits all of them alike; ratios compare with the same engine's bridge in the same
 
 import argparse
 import concurrent.futures
+import ipaddress
 import json
 import os
 import random
@@ -116,11 +117,18 @@ class EngineBench:
         self.networks.append(full)
         return full
 
-    @staticmethod
-    def subnet(prefix=24):
-        if prefix == 16:
-            return f"10.{random.randint(100, 159)}.0.0/16"
-        return f"10.{random.randint(200, 250)}.{random.randint(0, 255)}.0/24"
+    def subnet(self, prefix=24):
+        """A subnet no other network of this run (nor, likely, of the host) uses."""
+        taken = getattr(self, "_subnets", set())
+        while True:
+            if prefix == 16:
+                net = f"10.{random.randint(100, 159)}.0.0/16"
+            else:
+                net = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}.0/24"
+            if net not in taken:
+                taken.add(net)
+                self._subnets = taken
+                return net
 
     def setup(self):
         self.version = docker("version", "-f", "{{.Server.Version}}").stdout.strip()
@@ -349,18 +357,23 @@ class EngineBench:
         req = parse_create_network({"NetworkID": nid, "IPv4Data": [
             {"Pool": "10.199.7.0/24", "Gateway": "10.199.7.1/24"}]})
         gen = conflists.generate("benchfloor" + self.tag, "bfl" + self.tag, plan_network({}),
-                                 req.ipv4_data, [], False,
-                                 os.path.join(self.server.root, "floor-ipam"))
+                                 req.ipv4_data, [], False)
         user = json.loads(json.dumps(gen))
         user["name"] = "benchuser" + self.tag
         user["plugins"][0]["ipMasq"] = True
+        user["plugins"][0]["ipam"] = {
+            "type": "host-local", "dataDir": os.path.join(self.server.root, "floor-ipam"),
+            "ranges": [[{"subnet": "10.199.7.0/24", "gateway": "10.199.7.1"}]],
+            "routes": [{"dst": "0.0.0.0/0"}]}
         user["plugins"].append({"type": "firewall"})
+        address = [ipaddress.ip_interface("10.199.7.9/24")]
+        gen = conflists.static_ipam(conflists.without_port_plugins(gen), address,
+                                    {"10.199.7.0/24": "10.199.7.1"})
         cache = tempfile.mkdtemp(prefix="pycni-bench-cache-")
         rt = CNIRuntime(support.CNI_BIN_DIRS, cache)
         ns = netns.create("pycni-bench-" + self.tag)
         try:
-            for label, raw in (("pycni's generated list (bridge)",
-                                conflists.without_port_plugins(gen)),
+            for label, raw in (("pycni's generated list (bridge, static IPAM)", gen),
                                ("a user's list (bridge ipMasq, portmap, firewall)", user)):
                 conflist = conflist_from_dict(raw)
                 runner, raw_exec = [], []
@@ -385,7 +398,11 @@ class EngineBench:
         for n in self.networks:
             if docker("network", "rm", n, check=False).returncode != 0 and self.server:
                 settle(self.server, timeout=300)
-                p = docker("network", "rm", n, check=False)
+                for _ in range(30):  # dockerd's endpoint count catches up (moby#43286)
+                    p = docker("network", "rm", n, check=False)
+                    if p.returncode == 0 or "active endpoints" not in p.stderr:
+                        break
+                    time.sleep(2)
                 if "active endpoints" in p.stderr:
                     print(f"bench: dockerd still counts endpoints on {n} though no container "
                           "is attached (moby#43286, Docker 20.10); restarting dockerd clears "

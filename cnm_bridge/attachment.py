@@ -80,7 +80,7 @@ class Attachments:
         conflist = self._endpoint_conflist(spec, ep, strategy.mode)
         ep.mode, ep.sandbox_key, ep.state = strategy.mode, sandbox_key, "creating"
         ep.tmp_ifname = names.tmp_ifname(ep.id) if strategy.mode == HANDOFF else ""
-        ipam = None if spec.ipam == "pycni" else (conflists.main_ipam(conflist.raw) or {})
+        ipam = None if spec.static_ipam else (conflists.main_ipam(conflist.raw) or {})
         ep.cap_args = answers.capability_args((ipam or {}).get("type"), ep.addresses, ep.mac)
         self.store.update_endpoint(ep)  # before its netns exists: reconciliation finds it
         try:
@@ -124,10 +124,11 @@ class Attachments:
 
     def _endpoint_conflist(self, spec, ep, mode):
         """The list an endpoint's ADD and DEL run: the network's without port plugins, with
-        pycni's IPAM `static` holding the addresses its IPAM driver allocated, and in
-        the container's own netns a MAC setter where no plugin sets the MAC."""
+        `static` holding the addresses Docker's IPAM or pycni's allocated (generated lists,
+        pycni's IPAM), and in the container's own netns a MAC setter where no plugin sets
+        the MAC."""
         raw = spec.direct_list if mode == DIRECT else spec.endpoint_list
-        if spec.ipam == "pycni":
+        if spec.static_ipam:
             raw = conflists.static_ipam(raw, [ipaddress.ip_interface(a) for a in ep.addresses],
                                         spec.gateways)
         return conflist_from_dict(raw)

@@ -93,24 +93,22 @@ def range_cidr(first, last):
 
 # -- generated lists ----------------------------------------------------------------
 
-def generate(cni_name, bridge, plan, ipv4_data, ipv6_data, internal, ipam_dir):
+def generate(cni_name, bridge, plan, ipv4_data, ipv6_data, internal):
     """The conflist of a network made from Docker options (no CNI files needed).
 
-    Forwarding, isolation and masquerade of a generated bridge or ptp network are
-    pycni's per-network rules (hostrules), not plugins run for every container.
+    Docker's IPAM (or pycni's IPAM driver) decides the addresses, so the list's IPAM
+    is `static`, given each endpoint's addresses and Docker's gateways when it runs
+    (static_ipam): no allocation state to keep, none to scan (host-local's DEL reads
+    every file of its data dir). Forwarding, isolation and masquerade of a generated
+    bridge or ptp network are pycni's per-network rules (hostrules), not plugins run
+    for every container.
     """
     data = list(ipv4_data) + list(ipv6_data)
     routes = []
     if not internal:
         routes = [{"dst": "0.0.0.0/0"} for d in ipv4_data[:1] if d.gateway is not None]
         routes += [{"dst": "::/0"} for d in ipv6_data[:1] if d.gateway is not None]
-    ranges = []
-    for d in data:
-        r = {"subnet": str(d.pool)}
-        if d.gateway is not None:
-            r["gateway"] = str(d.gateway.ip)
-        ranges.append([r])
-    ipam = {"type": "host-local", "dataDir": ipam_dir, "ranges": ranges}
+    ipam = {"type": "static"}
     if routes:
         ipam["routes"] = routes
     if plan.cni_type == "bridge":

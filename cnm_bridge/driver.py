@@ -77,7 +77,6 @@ class Driver:
                                     "IPv6 --subnet")
         plan = options.plan_network(req.generic)
         ipam = netspec.ipam_mode(req.ipv4_data, req.ipv6_data)
-        ipam_dir = self.settings.ipam_dir
         if plan.mode == "named":
             try:
                 raw = load_by_name(self.settings.conf_dir, plan.conflist_name).raw
@@ -93,12 +92,11 @@ class Driver:
                     raise UnsupportedOption(f"parent interface {parent!r} does not exist")
             raw = conflists.generate(names.cni_network_name(req.network_id),
                                      names.bridge_name(req.network_id), plan, req.ipv4_data,
-                                     req.ipv6_data, req.internal, ipam_dir)
+                                     req.ipv6_data, req.internal)
         bridge = conflists.bridge_of(raw)
         owned = [bridge] if bridge and not self.host.link_exists(bridge) else []
         spec = netspec.make_spec(req.network_id, plan, raw, req.ipv4_data, req.ipv6_data,
-                                 req.internal, req.ipv6, ipam, owned_links=owned,
-                                 ipam_dir=ipam_dir)
+                                 req.internal, req.ipv6, ipam, owned_links=owned)
         try:
             self.runtime.validate(conflist_from_dict(spec.conflist,
                                                      f"network {req.network_id[:12]}"))

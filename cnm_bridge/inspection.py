@@ -45,9 +45,10 @@ def describe_network(spec, docker_name=""):
     if spec.ports_list is not None:
         changes.append("port plugins (portmap) run on their own list "
                        f"{spec.ports_list['name']!r}, only when Docker publishes ports")
-    if spec.ipam == "pycni":
-        changes.append("IPAM replaced by static per endpoint: pycni's IPAM driver allocated "
-                       "the address already")
+    if spec.static_ipam:
+        changes.append("IPAM replaced by static per endpoint, with its addresses and Docker's "
+                       "gateways: " + ("pycni's IPAM driver" if spec.ipam == "pycni" else
+                                       "Docker's IPAM") + " allocated them already")
     if spec.direct_list != spec.endpoint_list:
         changes.append("tuning (capability mac) appended when CNI runs in the container's own "
                        "netns: no plugin of the list sets the MAC Docker shows")

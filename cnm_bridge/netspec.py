@@ -25,6 +25,7 @@ class NetworkSpec:
     cni_type: str = ""  # the main plugin's type
     internal: bool = False
     ipam: str = "docker"  # "docker" (Docker's IPAM picks) or "pycni" (the IPAM driver)
+    static_ipam: bool = False  # each endpoint's list gets `static` with its addresses
     ipv6: bool = False
     subnets: tuple = ()  # Docker's pools, as CIDR strings
     gateways: dict = field(default_factory=dict)  # {subnet: Docker's gateway address}
@@ -82,7 +83,7 @@ def make_spec(network_id, plan, conflist_raw, ipv4_data, ipv6_data, internal, ip
         endpoint_list=endpoint, direct_list=conflists.with_mac_setter(endpoint),
         ports_list=conflists.ports_list(raw, names.ports_network_name(raw["name"])),
         cni_type=main_type, internal=internal, ipam=ipam, ipv6=ipv6, subnets=subnets,
-        gateways=gateways,
+        gateways=gateways, static_ipam=generated or ipam == "pycni",
         bridge=conflists.bridge_of(raw), owned_links=tuple(owned_links),
         ipam_dir=ipam_dir if generated else "",
         masquerade=isolate and plan.masquerade and not internal and bool(subnets),
@@ -131,7 +132,9 @@ def legacy(row):
     # Its enable_icc=false rule sits where that release put it: the firewall plugin's
     # CNI-ADMIN chain, which the list's firewall plugin still consults.
     extra = {"legacy_icc": row["isolated_bridge"]} if row.get("isolated_bridge") else {}
+    # Its host-local list stays as it was: DELs of endpoints made with it need it.
     return dataclasses.replace(spec, subnets=tuple(masq.get("subnets") or ()),
+                               static_ipam=spec.ipam == "pycni",
                                masquerade=bool(masq), isolate=spec.isolate and not has_firewall,
                                icc=not row.get("isolated_bridge") or not has_firewall,
                                extra=extra)

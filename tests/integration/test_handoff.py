@@ -148,15 +148,20 @@ def test_failed_add_leaves_nothing(stack, host):
     settings, store, driver, _ = stack
     sn = subnet()
     nid, gw = make_network(driver, sn)
-    # The gateway address itself: host-local refuses it, so ADD fails part way.
+    # A link that is not a bridge already has the bridge's name: the bridge plugin fails.
+    squatter = names.bridge_name(nid)
+    host.links.append(squatter)
+    support.run("ip", "link", "add", squatter, "type", "veth", "peer", "name",
+                "pyctsq" + hexid()[:6])
     with pytest.raises(PluginError) as err:
-        eid, _, _ = make_endpoint(driver, nid, gw + "/24")
-    assert "host-local" in str(err.value) or "bridge" in str(err.value)
+        make_endpoint(driver, nid, sn.rsplit(".", 1)[0] + ".5/24")
+    assert "bridge" in str(err.value)
     # The record stays, CNI-free, until Docker's DeleteEndpoint after the failed Join.
     [ep] = store.endpoints()
     assert ep.state == "created" and ep.result is None
     delete_endpoint(driver, nid, ep.id)
     assert store.endpoints() == []
+    support.run("ip", "link", "del", squatter)
     driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
     assert_clean(settings, nid, sn)
 

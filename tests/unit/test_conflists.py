@@ -12,7 +12,6 @@ from checks import refused
 from cnm_bridge.protocol import IPAMData
 
 NID = "3f" * 32
-IPAM_DIR = "/var/lib/pycni/ipam"
 ip = ipaddress.ip_interface
 net = ipaddress.ip_network
 
@@ -30,7 +29,7 @@ def plugins_by_type(conf):
 
 def gen(options=None, v4=V4, v6=(), internal=False):
     return c.generate(names.cni_network_name(NID), names.bridge_name(NID),
-                      o.plan_network(options or {}), list(v4), list(v6), internal, IPAM_DIR)
+                      o.plan_network(options or {}), list(v4), list(v6), internal)
 
 
 def test_generate_bridge_default():
@@ -43,9 +42,8 @@ def test_generate_bridge_default():
     # Masquerade is on, as one pycni rule per network rather than the plugin's per container.
     assert br["isGateway"] is True and br["ipMasq"] is False and br["hairpinMode"] is True
     assert "mtu" not in br
-    assert br["ipam"] == {"type": "host-local", "dataDir": IPAM_DIR,
-                          "ranges": [[{"subnet": "10.50.0.0/16", "gateway": "10.50.0.254"}]],
-                          "routes": [{"dst": "0.0.0.0/0"}]}
+    # Docker's IPAM decides: static, given each endpoint's addresses when it runs.
+    assert br["ipam"] == {"type": "static", "routes": [{"dst": "0.0.0.0/0"}]}
     assert portmap["capabilities"] == {"portMappings": True}
 
 
@@ -62,17 +60,14 @@ def test_generate_internal():
 def test_generate_dual_stack():
     conf = gen(v6=V6)
     ipam = conf["plugins"][0]["ipam"]
-    assert ipam["ranges"] == [[{"subnet": "10.50.0.0/16", "gateway": "10.50.0.254"}],
-                              [{"subnet": "fd50::/64", "gateway": "fd50::1"}]]
-    assert ipam["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    assert ipam == {"type": "static", "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}
 
 
 def test_generate_no_gateway_no_route():
     conf = gen(v4=[IPAMData(pool=net("10.9.0.0/24"))])
     br = conf["plugins"][0]
     assert br["isGateway"] is False
-    assert br["ipam"]["ranges"] == [[{"subnet": "10.9.0.0/24"}]]
-    assert "routes" not in br["ipam"]
+    assert br["ipam"] == {"type": "static"}
 
 
 def test_generate_mtu_and_masquerade_false():
@@ -110,7 +105,7 @@ def test_generate_macvlan_ipvlan(kind):
     assert main["master"] == "eth1" and main["mtu"] == 1450
     assert main["mode"] in ("l2", "bridge")
     assert "bridge" not in main and "ipMasq" not in main and "isGateway" not in main
-    assert main["ipam"]["type"] == "host-local"
+    assert main["ipam"]["type"] == "static"
 
 
 def test_generate_macvlan_without_mode():
@@ -250,11 +245,11 @@ def test_static_conflist():
 
 def test_static_conflist_generated_and_no_match():
     conf = gen(v6=V6)
-    out = c.static_ipam(conf, [ip("10.50.0.9/16")])
+    out = c.static_ipam(conf, [ip("10.50.0.9/16")], {"10.50.0.0/16": "10.50.0.254"})
     ipam = out["plugins"][0]["ipam"]
     assert ipam["addresses"] == [{"address": "10.50.0.9/16", "gateway": "10.50.0.254"}]
     assert ipam["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
-    out = c.static_ipam(conf, [ip("192.168.1.9/24")])
+    out = c.static_ipam(conf, [ip("192.168.1.9/24")], {"10.50.0.0/16": "10.50.0.254"})
     assert out["plugins"][0]["ipam"]["addresses"] == [{"address": "192.168.1.9/24"}]
 
 

@@ -196,7 +196,10 @@ def test_join_hands_off_where_the_netns_is_not_there_yet(side, net):
     assert add["env"]["CNI_NETNS"] == side.host.netns_path(names.netns_name(eid))
     assert add["env"]["CNI_IFNAME"] == "eth0"
     assert "MAC=02:42:0a:32:00:05" in add["env"]["CNI_ARGS"]
-    assert add["stdin"]["runtimeConfig"] == {"ips": ["10.50.0.5/24"]}
+    # Docker's address and gateway, in `static` (no allocation state in a generated list)
+    assert add["stdin"]["ipam"] == {"type": "static", "addresses": [
+        {"address": "10.50.0.5/24", "gateway": "10.50.0.1"}], "routes": [{"dst": "0.0.0.0/0"}]}
+    assert "runtimeConfig" not in add["stdin"]
     assert side.host.links[tmp] == "02:42:0a:32:00:05"
     ep = side.store.get_endpoint(eid)
     assert (ep.state, ep.mode, ep.ifname, ep.tmp_ifname) == ("ready", "handoff", "eth0", tmp)

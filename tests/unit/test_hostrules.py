@@ -17,7 +17,7 @@ def spec_for(options=None, internal=False, v6=None, named=None):
         raw = named
     else:
         raw = conflists.generate(names.cni_network_name(NID), names.bridge_name(NID), plan,
-                                 req.ipv4_data, req.ipv6_data, internal, "/ipam")
+                                 req.ipv4_data, req.ipv6_data, internal)
     bridge = conflists.bridge_of(raw)
     return netspec.make_spec(NID, plan, raw, req.ipv4_data, req.ipv6_data, internal,
                              req.ipv6, "docker", owned_links=[bridge] if bridge else [])
