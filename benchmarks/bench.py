@@ -135,6 +135,7 @@ class EngineBench:
         make_busybox_image()
         self.server = PycniServer()
         self.server.start()
+        Interrupted.record(self)
         d = self.server.name
         conf_subnet = self.subnet()
         self.conf_name = "bench-" + self.tag
@@ -410,6 +411,7 @@ class EngineBench:
         if self.server:
             self.server.stop()
             self.server.cleanup()
+        Interrupted.forget()
 
     def table(self):
         cores = os.cpu_count()
@@ -419,6 +421,63 @@ class EngineBench:
                "| measure | value | ratio |", "|---|---|---|"]
         out += ["| " + " | ".join(row) + " |" for row in self.rows]
         return "\n".join(out)
+
+
+class Interrupted:
+    """A run killed with its machine leaves hundreds of containers on a network whose
+    driver is gone, which dockerd then waits for on every call. The next run serves that
+    driver name again, from the same dirs, and removes what the killed run made."""
+
+    PATH = "/var/lib/pycni-bench/running.json"
+
+    @classmethod
+    def record(cls, bench):
+        os.makedirs(os.path.dirname(cls.PATH), exist_ok=True)
+        with open(cls.PATH, "w") as f:
+            json.dump({"engine": bench.engine, "tag": bench.tag, "name": bench.server.name,
+                       "root": bench.server.root, "pid": bench.server.proc.pid}, f)
+
+    @classmethod
+    def forget(cls):
+        if os.path.exists(cls.PATH):
+            os.unlink(cls.PATH)
+
+    @classmethod
+    def clean(cls):
+        if not os.path.exists(cls.PATH):
+            return
+        with open(cls.PATH) as f:
+            run = json.load(f)
+        print(f"bench: removing what the interrupted run {run['tag']} left on Docker "
+              f"{run['engine']}", file=sys.stderr)
+        start_engine(run["engine"])
+        try:  # its server outlives a killed bench (own session), not a reboot
+            with open(f"/proc/{run['pid']}/cmdline", "rb") as f:
+                if run["name"].encode() in f.read():
+                    os.killpg(run["pid"], 15)
+                    time.sleep(2)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        server = PycniServer(name=run["name"], root=run["root"])
+        server.start()
+        try:
+            nets = docker("network", "ls", "-q", "--filter",
+                          f"name=-{run['tag']}").stdout.split()
+            ids = set(docker("ps", "-aq", "--filter", f"name=-{run['tag']}").stdout.split())
+            for net in nets:
+                ids |= set(docker("ps", "-aq", "--filter", f"network={net}").stdout.split())
+            ids = sorted(ids)
+            for i in range(0, len(ids), 10):
+                docker("rm", "-f", *ids[i:i + 10], check=False)
+            for net in nets:
+                docker("network", "rm", net, check=False)
+        finally:
+            server.stop()
+            server.cleanup()
+        for link in ("bnb", "bfl"):
+            support.run("ip", "link", "del", link + run["tag"], check=False)
+        support.run("ip", "netns", "del", "pycni-bench-" + run["tag"], check=False)
+        cls.forget()
 
 
 def until(ok, timeout=120, step=0.02):
@@ -518,6 +577,7 @@ def main():
     ap.add_argument("--plot", default=os.path.join(HERE, "latency.png"))
     opts = ap.parse_args()
     before = current_engine()
+    Interrupted.clean()
     tables, curves, benches = [], {}, []
     try:
         for engine in opts.engines.split(","):

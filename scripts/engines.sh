@@ -93,7 +93,9 @@ stop_dockerd() {
 }
 
 wait_answers() {
-    for _ in $(seq 1 120); do
+    # Minutes, not seconds: a daemon whose last run was killed with many containers
+    # first removes each stale sandbox.
+    for _ in $(seq 1 600); do
         /usr/bin/docker info >/dev/null 2>&1 && return 0
         sleep 0.5
     done

@@ -20,7 +20,9 @@ else
     done
     nohup dockerd >>/var/log/dockerd.log 2>&1 &
 fi
-for _ in $(seq 1 120); do
+# Minutes, not seconds: a daemon whose last run was killed with many containers
+# first removes each stale sandbox.
+for _ in $(seq 1 600); do
     docker info >/dev/null 2>&1 && exit 0
     sleep 0.5
 done

@@ -44,5 +44,6 @@ def _iptables_baseline():
         yield
         return
     before = support.chains()
+    support.record_baseline()
     yield
     support.remove_global_cni_chains(before)

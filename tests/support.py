@@ -49,6 +49,25 @@ def netns_names():
         return set()
 
 
+# Our links and namespaces that were there before this session (a run killed with its
+# machine, another pycni on the host): leak checks and cleanups judge only newer ones.
+_before = {"links": set(), "netns": set()}
+
+
+def record_baseline():
+    _before["links"] = {n for n in links() if n.startswith("pyc")}
+    _before["netns"] = {n for n in netns_names() if n.startswith("pycni-")}
+
+
+def new_links(prefix="pyc"):
+    return {n for n in links() if n.startswith(prefix)} - _before["links"]
+
+
+def new_netns():
+    """pycni's namespaces (pycni-<endpoint id>) made since the session began."""
+    return {n for n in netns_names() if n.startswith("pycni-")} - _before["netns"]
+
+
 def iptables_lines():
     lines = []
     for cmd in ("iptables-save", "ip6tables-save"):

@@ -68,14 +68,15 @@ def make_busybox_image():
 class PycniServer:
     """`pycni serve` on /run/docker/plugins/<name>.sock with private dirs."""
 
-    def __init__(self, extra_args=()):
-        self.name = "pycnit" + secrets.token_hex(4)
-        self.root = tempfile.mkdtemp(prefix="pycni-e2e-")
+    def __init__(self, extra_args=(), name=None, root=None):
+        """name and root: those of an earlier server, to serve its networks again."""
+        self.name = name or "pycnit" + secrets.token_hex(4)
+        self.root = root or tempfile.mkdtemp(prefix="pycni-e2e-")
         self.conf_dir = os.path.join(self.root, "net.d")
         self.state_dir = os.path.join(self.root, "state")
         self.socket = f"/run/docker/plugins/{self.name}.sock"
         self.log_path = os.path.join(self.root, "pycni.log")
-        os.makedirs(self.conf_dir)
+        os.makedirs(self.conf_dir, exist_ok=True)
         self.extra_args = list(extra_args)
         self.proc = None
 
@@ -195,8 +196,8 @@ def assert_nothing_left(server, network_ids, subnets):
         if f"pc-{nid[:12]}" in support.links():
             leftovers.append(f"bridge pc-{nid[:12]}")
         leftovers += [f"iptables: {ln}" for ln in support.iptables_mentioning(f"pycni-{nid[:12]}")]
-    leftovers += [f"link {n}" for n in support.links() if n.startswith("pyc")]
-    leftovers += [f"netns {n}" for n in support.netns_names() if n.startswith("pycni-")]
+    leftovers += [f"link {n}" for n in sorted(support.new_links())]
+    leftovers += [f"netns {n}" for n in sorted(support.new_netns())]
     cache = os.path.join(server.state_dir, "cni", "results")
     leftovers += [f"cache {f}" for f in support.files_under(cache)]
     leftovers += [f"ipam {f}" for f in support.ip_files(os.path.join(server.state_dir, "ipam"))]

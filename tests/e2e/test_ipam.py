@@ -1,6 +1,9 @@
 """--ipam-driver pycni: CNI's host-local decides every address Docker shows."""
 
 import os
+import shutil
+
+import pytest
 
 import support
 from dockerlib import IMAGE, assert_nothing_left, docker, docker_fails, inspect_net, random_subnet
@@ -39,9 +42,19 @@ def test_ipam_driver_allocates_with_host_local(dk, pycni):
     assert_nothing_left(pycni, [nid], [subnet])
 
 
-def test_ipam_driver_with_named_conflist(dk, pycni):
-    subnet = random_subnet()
+@pytest.fixture
+def named_ipam_conf(dk):
+    """A conflist whose host-local keeps its default dataDir, as users' do: that dir is
+    global (/var/lib/cni/networks/<name>), so it goes afterwards."""
     name = "ipamnet-" + dk.tag
+    data = os.path.join("/var/lib/cni/networks", name)
+    yield name, data
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def test_ipam_driver_with_named_conflist(dk, pycni, named_ipam_conf):
+    subnet = random_subnet()
+    name, data = named_ipam_conf
     pycni.write_conf(f"80-{name}.conflist", {
         "cniVersion": "1.0.0", "name": name,
         "plugins": [{"type": "bridge", "bridge": "cnb" + dk.tag, "isGateway": True,
@@ -57,9 +70,10 @@ def test_ipam_driver_with_named_conflist(dk, pycni):
     a, b = dk.run("a", net), dk.run("b", net)
     assert_inspect_matches(dk, a, net)
     ping(dk, a, b)
+    assert len(support.ip_files(data)) == 2  # the conflist's host-local holds them
     docker("rm", "-f", a, b)
     dk.rm_network(net)
-    assert hostlocal_ips(pycni) == set()
+    assert support.ip_files(data) == []
     assert_nothing_left(pycni, [nid], [subnet])
 
 

@@ -70,7 +70,7 @@ def assert_consistent(dk, server, networks):
         for a in names[:1]:
             for b in names[1:]:
                 ping(dk, a, members[b]["IPv4Address"].split("/")[0])
-    netns = {n[len("pycni-"):] for n in support.netns_names() if n.startswith("pycni-")}
+    netns = {n[len("pycni-"):] for n in support.new_netns()}
     assert netns == live_eps
     cache = os.path.join(server.state_dir, "cni", "results")
     cached = {re.search(r"-([0-9a-f]{64})-eth0$", f).group(1) for f in os.listdir(cache)}
@@ -152,7 +152,7 @@ def test_chaos_kill9_during_container_churn(own_pycni):
 
 def assert_consistent_empty(server):
     settle(server)
-    assert not [n for n in support.netns_names() if n.startswith("pycni-")]
+    assert not support.new_netns()
     assert support.files_under(os.path.join(server.state_dir, "cni", "results")) == []
     assert support.ip_files(os.path.join(server.state_dir, "ipam")) == []
 
@@ -215,12 +215,13 @@ def test_reboot_emulation(own_pycni):
     try:
         dockerd.stop(timeout=120)  # plugin down: endpoints dropped without DeleteEndpoint
         # What a reboot takes with it: namespaces, links, this network's rules, /run.
-        for ns in support.netns_names():
-            if ns.startswith("pycni-"):
-                support.run("ip", "netns", "del", ns, check=False)
-        for link in support.links():
-            if link.startswith("pyc") or link == f"pc-{nid[:12]}" or link.startswith("veth"):
-                support.run("ip", "link", "del", link, check=False)
+        for ns in support.new_netns():
+            support.run("ip", "netns", "del", ns, check=False)
+        bridge = f"pc-{nid[:12]}"
+        ports = support.run("ip", "-o", "link", "show", "master", bridge, check=False).stdout
+        veths = re.findall(r"^\d+: ([^:@]+)", ports, re.M)
+        for link in [*veths, *support.new_links(), bridge]:
+            support.run("ip", "link", "del", link, check=False)
         for table in ("nat", "filter"):
             support.delete_rules(table, lambda ln: f"pycni-{nid[:12]}" in ln
                                  or subnet.rsplit(".", 1)[0] + "." in ln)

@@ -209,4 +209,4 @@ def test_fifty_parallel_requests_leave_a_consistent_store(server):
         assert call("/NetworkDriver.DeleteNetwork", {"NetworkID": nid})[1] == {}
         assert call("/IpamDriver.ReleasePool", {"PoolID": pool_id})[1] == {}
     assert support.ip_files(root / "state" / "ipam") == []
-    assert not [n for n in support.netns_names() if n.startswith("pycni-")]
+    assert not support.new_netns()

@@ -80,8 +80,8 @@ def subnet():
 
 def assert_clean(settings, nid, net_subnet):
     prefix = net_subnet.rsplit(".", 1)[0] + "."
-    assert not [n for n in support.links() if n.startswith(("pyc", f"pc-{nid[:12]}"))]
-    assert not [n for n in support.netns_names() if n.startswith("pycni-")]
+    assert not support.new_links() and f"pc-{nid[:12]}" not in support.links()
+    assert not support.new_netns()
     assert support.files_under(os.path.join(settings.cni_cache_dir, "results")) == []
     assert support.ip_files(settings.ipam_dir) == []
     assert support.iptables_mentioning(prefix, f"pycni-{nid[:12]}") == []
