@@ -12,8 +12,7 @@ import threading
 import pytest
 
 import support
-from dockerlib import (IMAGE, assert_nothing_left, docker, engine_major,
-                       inspect_net, netns_at_join, random_subnet)
+from dockerlib import (IMAGE, assert_nothing_left, docker, inspect_net, netns_at_join, random_subnet)
 from test_driver_basics import assert_inspect_matches, ping
 from test_ports import tcp_hello
 
@@ -143,13 +142,11 @@ def modern(*args, check=True):
     return proc.stdout.strip() if check else proc
 
 
-@pytest.fixture
-def only_28(needs_docker):
-    if engine_major() < 28:
-        pytest.skip(f"Docker {engine_major()} does not send it (28+ only)")
+only_28 = pytest.mark.min_engine(28)
 
 
-def test_ipv6_only_network(dk, pycni, only_28):
+@only_28
+def test_ipv6_only_network(dk, pycni):
     s6 = f"fd00:{random.randint(0, 0xffff):x}:{random.randint(0, 0xffff):x}::/64"
     name = dk.name("v6only")
     modern("network", "create", "-d", pycni.name, "--ipv4=false", "--ipv6", "--subnet", s6, name)
@@ -163,7 +160,8 @@ def test_ipv6_only_network(dk, pycni, only_28):
     assert out.returncode == 0, out.stdout
 
 
-def test_gateway_priority(dk, pycni, only_28):
+@only_28
+def test_gateway_priority(dk, pycni):
     s1, s2 = random_subnet(), random_subnet()
     n1 = dk.network("gp1", "--subnet", s1)
     n2 = dk.network("gp2", "--subnet", s2)
@@ -180,7 +178,8 @@ def test_gateway_priority(dk, pycni, only_28):
     assert tcp_hello("127.0.0.1", port) == "hello-tcp"
 
 
-def test_interface_name_asked_for(dk, pycni, only_28):
+@only_28
+def test_interface_name_asked_for(dk, pycni):
     net = dk.network("ifn", "--subnet", random_subnet())
     name = dk.name("ifn")
     modern("run", "-d", "--name", name, "--network",
