@@ -1,5 +1,6 @@
 """Helpers for the end-to-end tests: the docker CLI, a pycni server, cleanup checks."""
 
+import contextlib
 import json
 import os
 import random
@@ -129,6 +130,25 @@ class PycniServer:
 
     def cleanup(self):
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serving(extra_args=()):
+    """A pycni server of a test's own, which it may kill and restart, with a Docker helper
+    for it: (server, dk). Afterwards the server is up again to tear down what dk made."""
+    server = PycniServer(extra_args=extra_args)
+    server.start()
+    dk = Docker(server.name)
+    try:
+        yield server, dk
+    finally:
+        if server.proc is None or server.proc.poll() is not None:
+            server.start()
+        dk.cleanup()
+        for net in docker("network", "ls", "-q", "--filter", f"driver={server.name}").split():
+            docker("network", "rm", net, check=False)
+        server.stop()
+        server.cleanup()
 
 
 class Docker:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import support
-from dockerlib import (IMAGE, Docker, PycniServer, assert_nothing_left, docker, docker_fails,
+from dockerlib import (IMAGE, assert_nothing_left, docker, docker_fails, serving,
                        inspect_net, netns_at_join, random_subnet)
 from test_driver_basics import ping
 
@@ -36,14 +36,11 @@ def strict_pycni(needs_docker, busybox_image):
         with open(path, "w") as f:
             f.write(FAKE.format(body=body))
         os.chmod(path, stat.S_IRWXU)
-    server = PycniServer(extra_args=["--plugin-timeout", "3", "--bin-dir", fakes])
-    server.start()
-    d = Docker(server.name)
-    yield server, d
-    d.cleanup()
-    server.stop()
-    server.cleanup()
-    support.run("rm", "-rf", fakes)
+    try:
+        with serving(["--plugin-timeout", "3", "--bin-dir", fakes]) as both:
+            yield both
+    finally:
+        support.run("rm", "-rf", fakes)
 
 
 @pytest.mark.parametrize("fake, message", [

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 import support
-from dockerlib import (IMAGE, assert_nothing_left, docker, inspect_net, netns_at_join, random_subnet)
+from dockerlib import IMAGE, assert_nothing_left, docker, inspect_net, netns_at_join, random_subnet
 from test_driver_basics import assert_inspect_matches, ping
 from test_ports import tcp_hello
 

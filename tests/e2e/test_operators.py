@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import support
-from dockerlib import Docker, PycniServer, docker, inspect_net, random_subnet, settle
+from dockerlib import PycniServer, docker, inspect_net, random_subnet, serving, settle
 from test_ports import tcp_hello
 
 SERVER = "nc -ll -p 80 -e echo hello-tcp"
@@ -82,13 +82,8 @@ def test_inspect(dk, pycni):
 
 @pytest.fixture
 def doctor_server(needs_docker, busybox_image):
-    server = PycniServer()
-    server.start()
-    dk = Docker(server.name)
-    yield server, dk
-    dk.cleanup()
-    server.stop()
-    server.cleanup()
+    with serving() as both:
+        yield both
 
 
 def doctor(server, *extra, bin_dirs=None):

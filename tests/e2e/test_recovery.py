@@ -11,25 +11,17 @@ import time
 import pytest
 
 import support
-from dockerlib import (DOCKER, IMAGE, Docker, Dockerd, PycniServer, assert_nothing_left, docker,
-                       docker_answers, endpoint_ids, inspect_net, random_subnet, settle)
+from dockerlib import (DOCKER, IMAGE, Dockerd, assert_nothing_left, docker,
+                       docker_answers, endpoint_ids, inspect_net, random_subnet, serving,
+                       settle)
 from test_driver_basics import assert_inspect_matches, ping
 
 
 @pytest.fixture
 def own_pycni(needs_docker, busybox_image):
     """A pycni server of the test's own, which it may kill and restart."""
-    server = PycniServer()
-    server.start()
-    d = Docker(server.name)
-    yield server, d
-    if server.proc is None or server.proc.poll() is not None:
-        server.start()
-    d.cleanup()
-    for net in docker("network", "ls", "-q", "--filter", f"driver={server.name}").split():
-        docker("network", "rm", net, check=False)
-    server.stop()
-    server.cleanup()
+    with serving() as both:
+        yield both
 
 
 def kill9(server):
