@@ -69,7 +69,7 @@ class Attachments:
         """CNI ADD for a recorded endpoint, where the SandboxKey allows. -> Join's answer."""
         if ep.state == "ready":
             return self.join_answer(spec, ep)  # a replay
-        strategy = self._choose(spec, sandbox_key)
+        strategy = self._choose(spec, ep, sandbox_key)
         if strategy.mode == HANDOFF and spec.lost_settings and not spec.allow_loss:
             raise UnsupportedOption(conflists.handoff_refusal(spec.cni_name,
                                                               list(spec.lost_settings)))
@@ -101,8 +101,19 @@ class Attachments:
                  ep.ifname, ", ".join(ep.addresses) or "no address")
         return self.join_answer(spec, ep)
 
-    def _choose(self, spec, sandbox_key):
-        if spec.attach != "handoff" and sandbox_key and self.host.is_netns(sandbox_key):
+    def _choose(self, spec, ep, sandbox_key):
+        """Handoff unless direct is asked for or needed, and the netns is there to use.
+
+        Docker names the interfaces its own drivers add (eth0, eth1, ...) from the ones it
+        moved in itself; one a remote driver made in the sandbox is not among them, so a
+        Docker network joined later, or at the next start, takes the same name and the
+        container does not start ("file exists"). A handed-off interface Docker names
+        itself. Direct is for lists whose settings a handoff loses, for an interface name
+        the user asked for, and for networks made with -o cni.attach=direct.
+        """
+        wanted = spec.attach == "direct" or (
+            spec.attach == "auto" and bool(spec.lost_settings or ep.ifname))
+        if wanted and sandbox_key and self.host.is_netns(sandbox_key):
             return self.strategies[DIRECT]
         return self.strategies[HANDOFF]
 

@@ -37,7 +37,7 @@ TYPE_OPTIONS = {
 MODES = {"macvlan": {"bridge", "private", "vepa", "passthru"}, "ipvlan": {"l2", "l3", "l3s"}}
 # How an endpoint is attached: "auto" runs CNI in the container's netns when it exists at
 # Join (direct) and in a scratch netns handed to Docker otherwise (handoff).
-ATTACH_MODES = ("auto", "handoff")
+ATTACH_MODES = ("auto", "handoff", "direct")
 IFNAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,14}")
 
 # The one boolean parser of the Docker side: the words Docker's own drivers accept.

@@ -42,29 +42,61 @@ def pycli(pycni, *args):
 
 
 def test_cni_runs_where_the_engine_allows(dk, pycni):
-    """`docker run`: in the container's own netns on 28+, handed off before; `docker network
-    connect` to a running container: in its own netns on every engine. Either way Docker's
-    inspect shows the address and MAC on the interface, ethN in Docker's order, the
-    gateway, and no docker_gwbridge."""
+    """By default pycni hands the interface to Docker, which names it (ethN in its order).
+    A network made with -o cni.attach=direct runs CNI in the container's own netns where
+    it is there at Join: on `docker run` from Docker 28 on, on `docker network connect` on
+    every engine. Either way Docker's inspect shows the address and MAC on the interface,
+    the gateway, and no docker_gwbridge."""
     n1 = dk.network("m1", "--subnet", random_subnet())
     n2 = dk.network("m2", "--subnet", random_subnet())
-    ids = [dk.network_id(n1), dk.network_id(n2)]
+    n3 = dk.network("m3", "--subnet", random_subnet(), "-o", "cni.attach=direct")
+    ids = [dk.network_id(n) for n in (n1, n2, n3)]
     a = dk.run("a", n1)
     b = dk.run("b", n1)
-    ep_a = endpoint_row(pycni, inspect_net(a, n1)["EndpointID"])
-    assert (ep_a["mode"], ep_a["ifname"]) == ("direct" if netns_at_join() else "handoff", "eth0")
+    assert endpoint_row(pycni, inspect_net(a, n1)["EndpointID"])["mode"] == "handoff"
     docker("network", "connect", n2, a)
-    ep2 = endpoint_row(pycni, inspect_net(a, n2)["EndpointID"])
-    assert (ep2["mode"], ep2["ifname"]) == ("direct", "eth1")
-    assert links_of(dk, a) == ["eth0", "eth1", "lo"]  # no docker_gwbridge
-    assert_inspect_matches(dk, a, n1, "eth0")
-    assert_inspect_matches(dk, a, n2, "eth1")
+    assert endpoint_row(pycni, inspect_net(a, n2)["EndpointID"])["mode"] == "handoff"
+    docker("network", "connect", n3, a)
+    ep3 = endpoint_row(pycni, inspect_net(a, n3)["EndpointID"])
+    assert (ep3["mode"], ep3["ifname"]) == ("direct", "eth2")
+    assert links_of(dk, a) == ["eth0", "eth1", "eth2", "lo"]  # no docker_gwbridge
+    for net, ifname in ((n1, "eth0"), (n2, "eth1"), (n3, "eth2")):
+        assert_inspect_matches(dk, a, net, ifname)
+    c = dk.run("c", n3)
+    ep_c = endpoint_row(pycni, inspect_net(c, n3)["EndpointID"])
+    assert (ep_c["mode"], ep_c["ifname"]) == ("direct" if netns_at_join() else "handoff", "eth0")
+    assert_inspect_matches(dk, c, n3, "eth0")
     ping(dk, a, b)  # by name: Docker's embedded DNS
     ping(dk, b, inspect_net(a, n1)["IPAddress"])
+    ping(dk, c, inspect_net(a, n3)["IPAddress"])
+    docker("network", "disconnect", n3, a)
     docker("network", "disconnect", n2, a)
     assert links_of(dk, a) == ["eth0", "lo"]
     dk.cleanup()
     assert_nothing_left(pycni, ids, [])
+
+
+@pytest.mark.parametrize("driver", ["pycni", "bridge"])
+def test_a_container_on_pycni_and_docker_networks(dk, pycni, driver):
+    """A container on a pycni network and on Docker's own bridge networks, in either order,
+    connected later, restarted: as with Docker's bridge alone (driver=bridge shows what is
+    right). Docker names its drivers' interfaces without seeing one a remote driver made
+    in the sandbox; handed-off interfaces it names itself."""
+    d = pycni.name if driver == "pycni" else "bridge"
+    mine = dk.network("mx", "--subnet", random_subnet(), driver=d)
+    br1 = dk.network("mxb1", "--subnet", random_subnet(), driver="bridge")
+    br2 = dk.network("mxb2", "--subnet", random_subnet(), driver="bridge")
+    a = dk.run("a", mine)
+    docker("network", "connect", br1, a)  # a Docker network after pycni's
+    b = dk.run("b", br2)
+    docker("network", "connect", mine, b)  # pycni's after a Docker network
+    docker("network", "connect", br1, b)  # and Docker's again
+    for c in (a, b):
+        docker("restart", "-t", "1", c)
+    assert len(links_of(dk, a)) == 3 and len(links_of(dk, b)) == 4
+    ping(dk, a, inspect_net(b, mine)["IPAddress"])
+    ping(dk, b, inspect_net(a, br1)["IPAddress"])
+    ping(dk, a, b)  # by name
 
 
 class TinyDNS:
@@ -113,8 +145,8 @@ def test_embedded_dns_forwards_external_names(dk, pycni):
 
 
 def test_pycni_check_on_a_live_container(dk, pycni):
-    net = dk.network("chk", "--subnet", random_subnet())
-    holder = dk.network("hold", "--subnet", random_subnet())
+    net = dk.network("chk", "--subnet", random_subnet(), "-o", "cni.attach=direct")
+    holder = dk.network("hold", "--subnet", random_subnet(), "-o", "cni.attach=direct")
     c = dk.run("c", holder)
     docker("network", "connect", net, c)  # direct on every engine
     out = pycli(pycni, "check", c, "--json")

@@ -222,7 +222,7 @@ def test_direct_attach_in_a_mounted_sandbox(stack, host):
     the default route itself; the interface outlives the container until DEL."""
     settings, store, driver, _ = stack
     sn = subnet()
-    nid, gw = make_network(driver, sn)
+    nid, gw = make_network(driver, sn, **{"cni.attach": "direct"})
     sandbox = host.add_netns("pyct-sbx")
     addr = sn.rsplit(".", 1)[0] + ".9/24"
     eid, answer, join = make_endpoint(driver, nid, addr, netns.NetNS(sandbox).path)
@@ -249,7 +249,7 @@ def test_direct_attach_in_a_mounted_sandbox(stack, host):
 def test_direct_attach_takes_the_next_free_ethN(stack, host):
     settings, store, driver, _ = stack
     sn = subnet()
-    nid, gw = make_network(driver, sn)
+    nid, gw = make_network(driver, sn, **{"cni.attach": "direct"})
     sandbox = host.add_netns("pyct-sbx")
     support.run("ip", "-n", sandbox, "link", "add", "eth0", "type", "veth", "peer", "name",
                 "other")  # the interface of the container's first network

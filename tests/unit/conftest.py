@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -10,6 +12,33 @@ from cni_runner import CNIRuntime, RuntimeConf, conflist_from_dict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE_SOURCE = os.path.join(HERE, "fakeplugin.py")
+
+
+def _pycni_on_this_host():
+    """pycni's iptables rules, links and netns on the real host (what root can see)."""
+    seen = set()
+    for tool in ("iptables-save", "ip6tables-save"):
+        if shutil.which(tool):
+            out = subprocess.run([tool], capture_output=True, text=True).stdout
+            seen |= {ln for ln in out.splitlines() if "pycni" in ln.lower()}
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    seen |= {ln.split(":")[1].strip() for ln in out.splitlines() if ": pc" in ln}
+    if os.path.isdir("/run/netns"):
+        seen |= {n for n in os.listdir("/run/netns") if n.startswith("pycni")}
+    return seen
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _the_real_host_is_left_alone():
+    """The unit layer runs on a fake host: nothing of pycni's may appear on the real one
+    (as root it could, through a graph built with the real Host)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    before = _pycni_on_this_host()
+    yield
+    made = _pycni_on_this_host() - before
+    assert not made, "the unit layer touched the real host:\n" + "\n".join(sorted(made))
 
 
 class FakeCNI:

@@ -207,7 +207,24 @@ def test_join_hands_off_where_the_netns_is_not_there_yet(side, net):
     assert len(side.cni.calls("ADD", "bridge")) == 1
 
 
-def test_join_direct_where_the_netns_exists(side, net):
+@pytest.fixture
+def direct_net(side):
+    req = create_network(options={"cni.attach": "direct"})
+    side.driver.create_network(req)
+    return req.network_id
+
+
+def test_join_hands_off_by_default_where_the_netns_exists(side, net):
+    """Docker names the interfaces of its own drivers without seeing one pycni made in the
+    sandbox: by default pycni hands over, so that Docker names it too."""
+    side.host.add_sandbox(SANDBOX, ifnames=["eth0"])
+    eid, _, joined = run(side.driver, net, sandbox_key=SANDBOX)
+    assert joined["InterfaceName"] == {"SrcName": names.tmp_ifname(eid), "DstPrefix": "eth"}
+    assert side.store.get_endpoint(eid).mode == "handoff"
+
+
+def test_join_direct_where_asked_and_the_netns_exists(side, direct_net):
+    net = direct_net
     side.host.add_sandbox(SANDBOX, ifnames=["eth0"])  # another network's interface
     eid, _, joined = run(side.driver, net, sandbox_key=SANDBOX)
     assert joined == {"Gateway": "10.50.0.1"}
@@ -422,13 +439,13 @@ def test_delete_endpoint_that_never_joined(side, net):
     assert side.store.get_endpoint(req.endpoint_id) is None and side.cni.calls("DEL") == []
 
 
-def masquerading_network(side):
+def masquerading_network(side, **options):
     """A named list whose bridge masquerades per container: its DEL needs the link."""
     side.cni.write_conf("10-masq.conflist", {
         "cniVersion": "1.0.0", "name": "masq",
         "plugins": [{"type": "bridge", "ipMasq": True, "ipam": {
             "type": "host-local", "ranges": [[{"subnet": "10.50.0.0/24"}]]}}]})
-    req = create_network(options={"cni.network": "masq"})
+    req = create_network(options={"cni.network": "masq", **options})
     side.driver.create_network(req)
     return req
 
@@ -442,7 +459,8 @@ def test_teardown_of_a_list_that_needs_its_link(side):
         in side.host.calls
 
 
-def test_delete_endpoint_direct_runs_del_in_the_pinned_netns(side, net):
+def test_delete_endpoint_direct_runs_del_in_the_pinned_netns(side, direct_net):
+    net = direct_net
     side.host.add_sandbox(SANDBOX)
     eid, _, _ = run(side.driver, net, sandbox_key=SANDBOX)
     pin = names.netns_name(eid)
@@ -455,7 +473,7 @@ def test_delete_endpoint_direct_runs_del_in_the_pinned_netns(side, net):
 
 
 def test_direct_teardown_after_the_netns_is_gone(side):
-    req = masquerading_network(side)
+    req = masquerading_network(side, **{"cni.attach": "direct"})
     side.host.add_sandbox(SANDBOX)
     eid, _, _ = run(side.driver, req.network_id, sandbox_key=SANDBOX)
     side.host.netns.clear()  # a reboot: the pin is gone

@@ -88,7 +88,7 @@ def test_find_and_describe_network(side):
 def test_check_container(side):
     sandbox = "/var/run/docker/netns/abc"
     side.host.add_sandbox(sandbox)
-    req = create_network()
+    req = create_network(options={"cni.attach": "direct"})
     side.driver.create_network(req)
     direct, _, _ = run(side.driver, req.network_id, sandbox_key=sandbox)
     handed, _, _ = run(side.driver, req.network_id, address="10.50.0.6/24")
