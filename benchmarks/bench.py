@@ -43,6 +43,7 @@ from cnm_bridge.protocol import parse_create_network  # noqa: E402
 
 BRIDGE = "docker bridge (user-defined)"
 ZERO = "pycni, zero config"
+DIRECT = "pycni, zero config, -o cni.attach=direct"
 
 
 def docker(*args, check=True, timeout=300):
@@ -152,6 +153,9 @@ class EngineBench:
                         {"type": "firewall"}]})
         self.setups = {
             ZERO: self.net("zc", "--subnet", self.subnet(16), driver=d),
+            # CNI in the container's own netns where the engine has it at Join (28+).
+            DIRECT: self.net("dr", "--subnet", self.subnet(16), "-o", "cni.attach=direct",
+                             driver=d),
             "pycni, conflist (ipMasq + firewall)": self.net(
                 "cl", "-o", f"cni.network={self.conf_name}", "--subnet", conf_subnet, driver=d),
             "pycni, --ipam-driver pycni": self.net("ip", "--ipam-driver", d, "--subnet",
@@ -180,6 +184,8 @@ class EngineBench:
         self.latencies = results
         self.key["`docker run`, zero config, vs bridge (target <= 1.00x)"] = \
             f"{statistics.median(results[ZERO]) / base:.2f}x"
+        self.key["`docker run`, -o cni.attach=direct, vs bridge"] = \
+            f"{statistics.median(results[DIRECT]) / base:.2f}x"
         self.key["`docker run`, a user's conflist (ipMasq + firewall), vs bridge"] = \
             f"{statistics.median(results['pycni, conflist (ipMasq + firewall)']) / base:.2f}x"
 
@@ -202,7 +208,7 @@ class EngineBench:
 
     def _call_times(self, mode, first_host=200):
         sock = self.server.socket
-        zc = self.setups[ZERO]
+        zc = self.setups[DIRECT if mode == "direct" else ZERO]
         nid = docker("network", "inspect", zc, "-f", "{{.Id}}").stdout.strip()
         subnet = docker("network", "inspect", zc, "-f",
                         "{{(index .IPAM.Config 0).Subnet}}").stdout.strip()
