@@ -43,13 +43,13 @@ def random_subnet():
     return ipaddress.ip_network(f"10.{random.randint(190, 199)}.{random.randint(0, 255)}.0/24")
 
 
-def wait(what, check, timeout=90):
+def wait(what, check, timeout=90, detail=lambda: ""):
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{detail()}"
         time.sleep(0.5)
 
 
@@ -90,9 +90,13 @@ def check_service_spans_hosts(cluster, net, service, subnet, slices):
     m.docker("service", "create", "--detach", "--no-resolve-image", "--name", service,
              "--network", net, "--endpoint-mode", "dnsrr", "--replicas", "4", IMAGE, "sleep",
              "3600")
+    # Minutes: after a plugin re-enable a node may first refuse tasks, which swarm then
+    # retries with a back-off.
     running = wait("4 tasks on both hosts", lambda: (
         lambda t: t if len(t) == 4 and len({h.name for h, _ in t.values()}) == 2 else None)(
-            tasks(cluster, service)))
+            tasks(cluster, service)), timeout=240, detail=lambda: m.docker(
+                "service", "ps", "--no-trunc", "--format",
+                "{{.Node}} {{.CurrentState}} {{.Error}}", service, check=False).stdout)
     addrs = [a for _, a in running.values()]
     assert len(set(addrs)) == 4, running  # never the same address twice
     for name, (host, addr) in running.items():
@@ -124,8 +128,7 @@ def assert_host_clean(host, network_prefix):
     assert not [n for n in nets if n["Network"].startswith(network_prefix)] and eps == []
     links = host.netns_run("ip", "-o", "link").stdout
     assert "pyc" not in links
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "pycni-" not in netns
+    assert not support.new_netns()
 
 
 def test_network_from_config_only_networks(cluster):
