@@ -8,6 +8,7 @@ is attachment.Attachments' (docs/architecture.md walks a `docker run`).
 import logging
 import os
 import shutil
+import time
 
 from cni_runner import CNIError, conflist_from_dict, load_by_name
 
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class Driver:
+    # How long DeleteNetwork waits for a bridge's last ports to go before keeping it.
+    PORTS_DRAIN_SECONDS = 5
+
     def __init__(self, settings, store, runtime, host, attachments):
         self.settings = settings
         self.store = store
@@ -126,7 +130,7 @@ class Driver:
         for ep in self.store.endpoints(spec.id):
             self.attachments.release(ep.id)
         for link in spec.owned_links:
-            if self.host.bridge_has_ports(link):
+            if not self._ports_gone(link):
                 log.warning("network %s: bridge %s still has ports; kept", spec.id[:12], link)
             elif self.host.link_exists(link) and not self._link_used_elsewhere(link, spec.id):
                 self.host.delete_link(link)
@@ -137,6 +141,17 @@ class Driver:
         self._remove_unused_base_rules()
         log.info("network %s deleted", spec.id[:12])
         return {}
+
+    def _ports_gone(self, bridge):
+        """Whether the bridge has no port, waiting a little: a container's veth goes with
+        its netns, which the kernel tears down after Docker has already moved on to
+        DeleteNetwork."""
+        deadline = time.monotonic() + self.PORTS_DRAIN_SECONDS
+        while self.host.bridge_has_ports(bridge):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def reinstall_host_rules(self, network_id):
         """A stored network's rules again (at start, by `pycni gc`): iptables rules do not

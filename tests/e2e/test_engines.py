@@ -97,6 +97,10 @@ def test_a_container_on_pycni_and_docker_networks(dk, pycni, driver):
     ping(dk, a, inspect_net(b, mine)["IPAddress"])
     ping(dk, b, inspect_net(a, br1)["IPAddress"])
     ping(dk, a, b)  # by name
+    nid = dk.network_id(mine)
+    dk.cleanup()  # docker rm -f, then docker network rm at once
+    if driver == "pycni":
+        assert_nothing_left(pycni, [nid], [])
 
 
 class TinyDNS:

@@ -136,7 +136,28 @@ def test_delete_network_undoes_everything(side):
     assert side.driver.delete_network(ref(req.network_id)) == {}  # idempotent
 
 
-def test_delete_network_keeps_a_bridge_with_ports_or_shared(side):
+def test_delete_network_waits_for_ports_going_with_their_netns(side, monkeypatch):
+    """A container's veth goes with its netns, which the kernel tears down after Docker
+    sent DeleteNetwork: the bridge goes once its last port has."""
+    req = create_network()
+    side.driver.create_network(req)
+    bridge = names.bridge_name(req.network_id)
+    side.host.links[bridge] = "aa"
+    side.host.bridge_ports[bridge] = 1
+    checks = []
+
+    def has_ports(name):
+        checks.append(name)
+        if len(checks) == 3:
+            side.host.bridge_ports[name] = 0
+        return side.host.bridge_ports.get(name, 0) > 0
+    monkeypatch.setattr(side.host, "bridge_has_ports", has_ports)
+    side.driver.delete_network(ref(req.network_id))
+    assert bridge not in side.host.links and len(checks) == 3
+
+
+def test_delete_network_keeps_a_bridge_with_ports_or_shared(side, monkeypatch):
+    monkeypatch.setattr(side.driver, "PORTS_DRAIN_SECONDS", 0.1)
     a, b = create_network(), create_network(subnet="10.51.0.0/24", gateway="10.51.0.1",
                                              options={"com.docker.network.bridge.name": "shr0"})
     side.driver.create_network(a)
