@@ -35,8 +35,9 @@ TYPE_OPTIONS = {
     "ptp": {OPT_MTU, OPT_MASQ},
 }
 MODES = {"macvlan": {"bridge", "private", "vepa", "passthru"}, "ipvlan": {"l2", "l3", "l3s"}}
-# How an endpoint is attached: "auto" runs CNI in the container's netns when it exists at
-# Join (direct) and in a scratch netns handed to Docker otherwise (handoff).
+# How an endpoint is attached: "handoff" runs CNI in a scratch netns and hands the
+# interface to Docker; "direct" runs it in the container's netns where that exists at Join;
+# "auto" is handoff unless the list or the endpoint needs direct (attachment._choose).
 ATTACH_MODES = ("auto", "handoff", "direct")
 IFNAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,14}")
 

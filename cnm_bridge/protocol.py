@@ -189,6 +189,17 @@ class CreateNetworkRequest:
     ipv6_only: bool = False  # the engine asked for no IPv4 (Docker 28's --ipv4=false)
 
 
+def _network_options(opts, kinds):
+    """`-o k=v` as {str: str}: values of other accepted `kinds` (Docker's generic options
+    may carry JSON scalars) are JSON-encoded."""
+    clean = {}
+    for k, v in opts.items():
+        if not isinstance(v, kinds):
+            raise BadRequest(f"network option {k!r} must be a string, got {_show(v)}")
+        clean[str(k)] = v if isinstance(v, str) else json.dumps(v)
+    return clean
+
+
 def parse_create_network(body):
     """{"NetworkID","Options":{generic, enable_ipv6, enable_ipv4, internal},
     "IPv4Data":[..],"IPv6Data":[..]}"""
@@ -196,14 +207,9 @@ def parse_create_network(body):
     generic = opts.get(OPT_GENERIC) or {}
     if not isinstance(generic, dict):
         raise BadRequest(f"Options.{OPT_GENERIC} must be an object")
-    clean = {}
-    for k, v in generic.items():
-        if not isinstance(v, (str, int, float, bool)):
-            raise BadRequest(f"network option {k!r} must be a string, got {_show(v)}")
-        clean[str(k)] = v if isinstance(v, str) else json.dumps(v)
     return CreateNetworkRequest(
         network_id=_id(body, "NetworkID"),
-        generic=clean,
+        generic=_network_options(generic, (str, int, float, bool)),
         ipv6=_bool(opts.get(OPT_IPV6), OPT_IPV6),
         internal=_bool(opts.get(OPT_INTERNAL), OPT_INTERNAL),
         ipv4_data=_ipam_data(body, "IPv4Data", 4),
@@ -223,13 +229,8 @@ class AllocateNetworkRequest:
 def parse_allocate_network(body):
     """{"NetworkID","Options":{k: v} (flat),"IPv4Data","IPv6Data"}: the swarm manager's,
     for a global-scope driver."""
-    opts = _dict(body, "Options")
-    clean = {}
-    for k, v in opts.items():
-        if not isinstance(v, str):
-            raise BadRequest(f"network option {k!r} must be a string, got {_show(v)}")
-        clean[str(k)] = v
-    return AllocateNetworkRequest(_id(body, "NetworkID"), clean,
+    return AllocateNetworkRequest(_id(body, "NetworkID"),
+                                  _network_options(_dict(body, "Options"), (str,)),
                                   _ipam_data(body, "IPv4Data", 4), _ipam_data(body, "IPv6Data", 6))
 
 

@@ -2,11 +2,10 @@
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 
 import pytest
+import support
 
 from cni_runner import CNIRuntime, RuntimeConf, conflist_from_dict
 
@@ -16,16 +15,9 @@ FAKE_SOURCE = os.path.join(HERE, "fakeplugin.py")
 
 def _pycni_on_this_host():
     """pycni's iptables rules, links and netns on the real host (what root can see)."""
-    seen = set()
-    for tool in ("iptables-save", "ip6tables-save"):
-        if shutil.which(tool):
-            out = subprocess.run([tool], capture_output=True, text=True).stdout
-            seen |= {ln for ln in out.splitlines() if "pycni" in ln.lower()}
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    seen |= {ln.split(":")[1].strip() for ln in out.splitlines() if ": pc" in ln}
-    if os.path.isdir("/run/netns"):
-        seen |= {n for n in os.listdir("/run/netns") if n.startswith("pycni")}
-    return seen
+    return (set(support.iptables_mentioning("pycni", "PYCNI"))
+            | {n for n in support.links() if n.startswith(("pc-", "pyc"))}
+            | {n for n in support.netns_names() if n.startswith("pycni")})
 
 
 @pytest.fixture(scope="package", autouse=True)
