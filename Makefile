@@ -62,9 +62,13 @@ context: wheels
 	cp $(WHEELS)/*.whl $(CONTEXT)/wheels/
 
 # The plugin's bundle (config.json + rootfs/), which `docker plugin create` takes on any host.
+# A rebuild moves the tag: the image it leaves untagged is removed (it was 270 MB a build).
 bundle: context
+	old=$$($(DOCKER) image inspect -f '{{.Id}}' $(ROOTFS_IMAGE) 2>/dev/null || true); \
 	DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) $(DOCKER) build --build-arg BASE=$(BASE) \
-		-t $(ROOTFS_IMAGE) -f $(CONTEXT)/Dockerfile $(CONTEXT)
+		-t $(ROOTFS_IMAGE) -f $(CONTEXT)/Dockerfile $(CONTEXT); \
+	new=$$($(DOCKER) image inspect -f '{{.Id}}' $(ROOTFS_IMAGE)); \
+	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then $(DOCKER) rmi "$$old" >/dev/null || true; fi
 	rm -rf --one-file-system $(BUNDLE)
 	mkdir -p $(BUNDLE)/rootfs
 	cid=$$($(DOCKER) create $(ROOTFS_IMAGE)); \

@@ -203,7 +203,7 @@ class EngineBench:
             self.key[f"netns move per container, {mode}"] = fmt_ms(moves).split(" (")[0]
             self.rows.append((f"{mode}: own time", fmt_ms(own), "target <= 5 ms"))
             self.rows.append((f"{mode}: kernel moving the link between netns", fmt_ms(moves),
-                              "(RCU wait)"))
+                              "(in the kernel)"))
             self.rows.append((f"{mode}: CNI plugins (ADD)", fmt_ms(cni), ""))
 
     def _call_times(self, mode, first_host=200):

@@ -126,7 +126,10 @@ class Driver:
     def _delete_network(self, network_id):
         spec = self.store.get_network(network_id)
         if spec is None:
-            return {}  # idempotent: Docker may retry after a failure it only logs
+            # A retry after a failure Docker only logs, or a network whose record was
+            # lost with the state dir: what pycni would have made for it is found by name.
+            self._remove_unrecorded(network_id)
+            return {}
         for ep in self.store.endpoints(spec.id):
             self.attachments.release(ep.id)
         for link in spec.owned_links:
@@ -141,6 +144,21 @@ class Driver:
         self._remove_unused_base_rules()
         log.info("network %s deleted", spec.id[:12])
         return {}
+
+    def _remove_unrecorded(self, network_id):
+        bridge = names.bridge_name(network_id)
+        removed = []
+        if (self.host.link_exists(bridge) and not self._link_used_elsewhere(bridge, network_id)
+                and self._ports_gone(bridge)):
+            self.host.delete_link(bridge)
+            removed.append(f"bridge {bridge}")
+        rules = self.host.remove_tagged_rules(names.rule_tag(network_id))
+        if rules:
+            removed.append(f"{rules} iptables rules")
+        if removed:
+            self._remove_unused_base_rules()
+            log.warning("network %s had no record in %s (state dir lost?): removed its %s "
+                        "by name", network_id[:12], self.store.path, " and ".join(removed))
 
     def _ports_gone(self, bridge):
         """Whether the bridge has no port, waiting a little: a container's veth goes with

@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 
-from . import hostrules, iptables, links, netns
+from . import hostrules, iptables, links, names, netns
 from .errors import HostError
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,17 @@ class Host:
         for rule in rules:
             iptables.remove(rule)
 
+    def remove_tagged_rules(self, tag):
+        """Every rule whose comment starts with `tag`; how many went."""
+        return iptables.remove_tagged(tag)
+
     def remove_base_rules(self, family):
-        """pycni's jumps and chains, once no network needs them."""
+        """pycni's jumps and chains, once no network needs them: the caller knows its own
+        networks; another pycni server's on this host keep their rules in the same chains,
+        which removing would flush."""
+        cmd = "ip6tables" if family == 6 else "iptables"
+        if iptables.has_tagged(cmd, ("filter", "mangle"), names.CNI_NETWORK_PREFIX):
+            return
         for rule in hostrules.base_rules(family):
             iptables.remove(rule)
         for chain in hostrules.base_chains(family):

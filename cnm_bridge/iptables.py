@@ -4,6 +4,7 @@ Each rule is found again by its full spec (comment included), so adding is
 idempotent and removing takes every copy. Side effects only.
 """
 
+import shlex
 import subprocess
 
 
@@ -49,3 +50,35 @@ def remove(rule):
     """Delete every copy of a rule."""
     while run(rule.command, rule.table, "-D", rule.chain, *rule.args).returncode == 0:
         pass
+
+
+def _saved_rules(cmd, table):
+    """The `-A ...` lines of a table, as iptables-save prints them; [] without the command."""
+    try:
+        saved = subprocess.run([f"{cmd}-save", "-t", table], capture_output=True, text=True,
+                               timeout=60).stdout
+    except OSError:
+        return []  # no ip6tables on this host
+    return [line for line in saved.splitlines() if line.startswith("-A ")]
+
+
+def _tagged(line, tag):
+    return f'--comment "{tag}' in line or f"--comment {tag}" in line
+
+
+def has_tagged(cmd, tables, tag):
+    """Whether a rule of these tables has a comment starting with `tag`."""
+    return any(_tagged(line, tag) for table in tables for line in _saved_rules(cmd, table))
+
+
+def remove_tagged(tag, tables=("filter", "nat", "mangle")):
+    """Delete every rule, IPv4 and IPv6, whose comment starts with `tag` (a network's
+    rule tag and a space): for a network whose spec, and so whose exact rules, are lost."""
+    removed = 0
+    for cmd in ("iptables", "ip6tables"):
+        for table in tables:
+            for line in _saved_rules(cmd, table):
+                if _tagged(line, tag + " ") and run(
+                        cmd, table, "-D", *shlex.split(line)[1:]).returncode == 0:
+                    removed += 1
+    return removed

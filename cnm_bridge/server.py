@@ -31,13 +31,23 @@ class _Server(BaseApplication):
         return self.factory()
 
 
-def _start_reconciler(settings):
+def _worker_started(settings):
     def hook(worker):
-        # Threads do not survive gunicorn's fork: start it in the worker.
+        # Threads do not survive gunicorn's fork: they start in the worker, before the
+        # worker's own threads, so that the arena cap holds for all of them.
+        from . import memory
         from .reconcile import background, gc_argv
+        memory.cap_arenas()
+        worker.pycni_trimmer = memory.IdleTrimmer().start()
         if settings.reconcile_interval > 0:
             background(settings.reconcile_interval, gc_argv(settings))
     return hook
+
+
+def _request_done(worker, req, environ, resp):
+    trimmer = getattr(worker, "pycni_trimmer", None)
+    if trimmer is not None:
+        trimmer.touch()
 
 
 def _drain_deleter(worker):
@@ -58,6 +68,12 @@ def serve(settings, factory, threads=16):
         "worker_class": "gthread",
         "threads": threads,
         "umask": 0o077,
+        # No kept-alive connections. Docker's plugin client keeps idle ones without
+        # limit and cannot tell one the server has just closed: its POST then fails
+        # ("connection reset by peer"), and its retry sends an empty body, so a
+        # `docker run` under load failed with "missing NetworkID". Answers say
+        # "Connection: close"; a unix-socket connect per call costs next to nothing.
+        "keepalive": 0,
         "preload_app": False,
         # A CNI call may legitimately take up to the plugin timeout, per plugin.
         "timeout": int(settings.plugin_timeout * 4 + 30),
@@ -66,7 +82,8 @@ def serve(settings, factory, threads=16):
         "errorlog": "-",
         "accesslog": None,
         "proc_name": "pycni",
-        "post_worker_init": _start_reconciler(settings),
+        "post_worker_init": _worker_started(settings),
+        "post_request": _request_done,
         "worker_exit": lambda server, worker: _drain_deleter(worker),
         # gunicorn 25+ would open a root control socket in $HOME/.gunicorn.
         "control_socket_disable": True,

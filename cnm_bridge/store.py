@@ -1,7 +1,12 @@
 """pycni's own record of networks, endpoints and IPAM pools (SQLite, WAL).
 
 Docker never replays CreateNetwork after a restart, so this store is the only
-place a network's spec survives. Each thread gets its own connection.
+place a network's spec survives.
+
+One connection per process, one transaction at a time through a lock. A
+connection per thread (gthread's 16 and pycni's own) kept a page cache each:
+the worker grew by megabytes as the store grew, and threads contending for
+SQLite's write lock slept in its busy handler instead of waking when it was free.
 """
 
 import dataclasses
@@ -119,7 +124,8 @@ class Store:
         # -shm files the database file's mode, and creates them at once (WAL).
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         os.chmod(path, 0o600)
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._db = None
         self._conn().db.executescript(SCHEMA)
         self._migrate()
         for suffix in ("-wal", "-shm"):
@@ -156,16 +162,23 @@ class Store:
             db.execute("DROP TABLE networks_legacy")
 
     def _conn(self):
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            # WAL with synchronous=NORMAL is crash-safe (no corruption); a power
-            # cut may lose the last commit, which reconciliation then redoes.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.row_factory = sqlite3.Row
-            self._local.db = db
-        return _Tx(db)
+        if self._db is None:
+            with self._lock:
+                if self._db is None:
+                    self._db = self._connect()
+        return _Tx(self._db, self._lock)
+
+    def _connect(self):
+        # Other processes (`pycni gc`, a second server on the same dir) still share the
+        # file: the busy timeout covers them.
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                             check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        # WAL with synchronous=NORMAL is crash-safe (no corruption); a power
+        # cut may lose the last commit, which reconciliation then redoes.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.row_factory = sqlite3.Row
+        return db
 
     # -- networks -------------------------------------------------------------
 
@@ -288,17 +301,27 @@ class Store:
 
 
 class _Tx:
-    """`with store._conn() as db`: one transaction, committed or rolled back."""
+    """`with store._conn() as db`: one transaction, committed or rolled back, while this
+    process's other threads wait on the lock."""
 
-    def __init__(self, db):
+    def __init__(self, db, lock):
         self.db = db
+        self.lock = lock
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        self.lock.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
         return self.db
 
     def __exit__(self, exc_type, exc, tb):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.lock.release()
         return False
 
 

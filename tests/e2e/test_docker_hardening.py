@@ -88,6 +88,30 @@ def test_socket_and_state_are_root_only(dk, pycni):
         == 0o700
 
 
+def test_no_connection_is_kept_alive(dk, pycni):
+    """Docker's plugin client keeps idle connections for ever and retries a POST that met
+    a connection the server had just closed with an empty body: under load a `docker
+    run` failed with "missing NetworkID". Every answer closes its connection, so Docker
+    never holds one the server may close."""
+    import socket as _socket
+    with _socket.socket(_socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(pycni.socket)
+        s.sendall(b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\n"
+                  b"Connection: keep-alive\r\nContent-Length: 2\r\n\r\n{}")
+        answer = b""
+        while chunk := s.recv(4096):  # ends only when the server closes
+            answer += chunk
+    head = answer.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200") and b"connection: close" in head
+    # Docker works with such answers: a run, then one after gunicorn's old keep-alive
+    # time, when a kept connection would have been closed under Docker's feet.
+    net = dk.network("ka", "--subnet", random_subnet())
+    docker("run", "--rm", "--network", net, IMAGE, "true")
+    time.sleep(2.1)
+    docker("run", "--rm", "--network", net, IMAGE, "true")
+
+
 @pytest.mark.parametrize("option, message", [
     ("com.docker.network.bridge.name=a b", "is not a valid interface name"),
     ("com.docker.network.bridge.name=a/b", "is not a valid interface name"),

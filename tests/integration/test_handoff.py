@@ -293,3 +293,25 @@ def test_settings_inside_the_netns_need_the_container_netns(stack, host):
     driver.delete_network(protocol.parse_network_ref({"NetworkID": nid}))
     support.run("ip", "link", "del", bridge, check=False)
     assert_clean(settings, nid, sn)
+
+
+def test_delete_network_whose_record_was_lost(stack, host, tmp_path):
+    """A server with an empty state dir (lost, or a reinstall) gets DeleteNetwork for a
+    network an earlier one made: its bridge and iptables rules go, found by name."""
+    from cnm_bridge.compose import build
+    from cnm_bridge.settings import Settings
+    settings, store, driver, _ = stack
+    sn = subnet()
+    nid, gw = make_network(driver, sn)
+    eid, _, _ = make_endpoint(driver, nid, sn.rsplit(".", 1)[0] + ".5/24")
+    delete_endpoint(driver, nid, eid)
+    assert f"pc-{nid[:12]}" in support.links()  # the bridge plugin made it at ADD
+    assert support.iptables_mentioning(f"pycni-{nid[:12]} ") != []
+    fresh = Settings(socket=str(tmp_path / "sock2"), conf_dir=settings.conf_dir,
+                     bin_dirs=settings.bin_dirs, state_dir=str(tmp_path / "state2"))
+    build(fresh, defer_delete=False).driver.delete_network(
+        protocol.parse_network_ref({"NetworkID": nid}))
+    assert f"pc-{nid[:12]}" not in support.links()
+    assert support.iptables_mentioning(f"pycni-{nid[:12]} ") == []
+    store.delete_network(nid)  # the first server's record, for the fixture's cleanup
+    assert_clean(settings, nid, sn)

@@ -131,6 +131,12 @@ class FakeHost:
     def enable_bridge_netfilter(self):
         self._call("enable_bridge_netfilter")
 
+    def remove_tagged_rules(self, tag):
+        self._call("remove_tagged_rules", tag)
+        gone = [r for r in self.rules if any(a.startswith(tag + " ") for a in r.args)]
+        self.rules = [r for r in self.rules if r not in gone]
+        return len(gone)
+
     def remove_base_rules(self, family):
         self.base.discard(family)
 

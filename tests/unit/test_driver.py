@@ -170,6 +170,35 @@ def test_delete_network_keeps_a_bridge_with_ports_or_shared(side, monkeypatch):
     assert side.host.base == {4}  # network b still needs pycni's chains
 
 
+def test_delete_network_without_a_record_removes_what_its_name_finds(side, monkeypatch):
+    """The state dir was lost (or another server's): its bridge and rules carry the
+    network's id, so DeleteNetwork still leaves nothing of it; another network's stay."""
+    monkeypatch.setattr(side.driver, "PORTS_DRAIN_SECONDS", 0.1)
+    lost, kept = create_network(), create_network(subnet="10.51.0.0/24", gateway="10.51.0.1")
+    side.driver.create_network(lost)
+    side.driver.create_network(kept)
+    side.host.links[names.bridge_name(lost.network_id)] = "aa"
+    side.host.links[names.bridge_name(kept.network_id)] = "bb"
+    side.store.delete_network(lost.network_id)  # as if its record were gone
+    assert side.driver.delete_network(ref(lost.network_id)) == {}
+    assert names.bridge_name(lost.network_id) not in side.host.links
+    assert side.host.rules_mentioning(names.rule_tag(lost.network_id)) == []
+    assert side.host.rules_mentioning(names.rule_tag(kept.network_id)) != []
+    assert names.bridge_name(kept.network_id) in side.host.links and side.host.base == {4}
+    side.driver.delete_network(ref(kept.network_id))
+    assert side.host.rules == [] and side.host.base == set()
+
+
+def test_delete_network_without_a_record_keeps_a_bridge_with_ports(side, monkeypatch):
+    monkeypatch.setattr(side.driver, "PORTS_DRAIN_SECONDS", 0.1)
+    nid = create_network().network_id
+    bridge = names.bridge_name(nid)
+    side.host.links[bridge] = "aa"
+    side.host.bridge_ports[bridge] = 1  # something still uses it
+    assert side.driver.delete_network(ref(nid)) == {}
+    assert bridge in side.host.links
+
+
 # -- endpoints: CreateEndpoint and Join ----------------------------------------------------
 
 @pytest.fixture

@@ -79,15 +79,27 @@ exit 0
 """
 
 
+# iptables-save prints what a test put in "<log>.<command>-<table>".
+FAKE_SAVE = """#!/bin/sh
+cat "{log}.$(basename "$0" -save)-$2" 2>/dev/null
+exit 0
+"""
+
+
 @pytest.fixture
 def recorded_iptables(tmp_path, monkeypatch):
     log = tmp_path / "calls"
     for name in ("iptables", "ip6tables"):
-        path = tmp_path / name
-        path.write_text(FAKE_IPTABLES.format(log=log))
-        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+        for path, text in ((tmp_path / name, FAKE_IPTABLES),
+                           (tmp_path / f"{name}-save", FAKE_SAVE)):
+            path.write_text(text.format(log=log))
+            path.chmod(path.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     return lambda: log.read_text().splitlines() if log.exists() else []
+
+
+def saved(tmp_path, cmd, table, *lines):
+    (tmp_path / f"calls.{cmd}-{table}").write_text("\n".join(lines) + "\n")
 
 
 def test_install_rules_makes_chains_jumps_then_rules(recorded_iptables):
@@ -102,6 +114,36 @@ def test_install_rules_makes_chains_jumps_then_rules(recorded_iptables):
     assert recorded_iptables()[-1].startswith("iptables -w -t filter -D PYCNI-FORWARD")
     Host().remove_base_rules(6)
     assert "ip6tables -w -t mangle -X PYCNI-ISOLATION-3" in recorded_iptables()
+
+
+def test_base_chains_stay_while_another_servers_network_uses_them(recorded_iptables,
+                                                                    tmp_path):
+    """Two pycni servers on one host share the base chains: removing them would flush
+    the other's network rules."""
+    saved(tmp_path, "iptables", "filter", "-A PYCNI-FORWARD -i pc-b -m comment "
+          '--comment "pycni-bbbbbbbbbbbb outbound" -j ACCEPT')
+    Host().remove_base_rules(4)
+    assert not [c for c in recorded_iptables() if " -X " in c or " -F " in c]
+    saved(tmp_path, "iptables", "filter", "-A FORWARD -m comment --comment pycni -j PYCNI-FORWARD")
+    Host().remove_base_rules(4)
+    assert "iptables -w -t filter -X PYCNI-FORWARD" in recorded_iptables()
+
+
+def test_rules_removed_by_their_network_tag(recorded_iptables, tmp_path):
+    saved(tmp_path, "iptables", "nat",
+          '-A POSTROUTING -s 10.9.0.0/24 ! -o pc-aaaaaaaaaaaa -m comment --comment '
+          '"pycni-aaaaaaaaaaaa masquerade" -j MASQUERADE',
+          '-A POSTROUTING -s 10.8.0.0/24 -m comment --comment "pycni-aaaaaaaaaaab x" -j ACCEPT')
+    saved(tmp_path, "ip6tables", "mangle",
+          '-A PYCNI-ISOLATION-2 -o pc-aaaaaaaaaaaa -m comment --comment '
+          '"pycni-aaaaaaaaaaaa member" -j DROP')
+    assert Host().remove_tagged_rules("pycni-aaaaaaaaaaaa") == 2
+    deletes = [c for c in recorded_iptables() if " -D " in c]
+    assert deletes == [
+        "iptables -w -t nat -D POSTROUTING -s 10.9.0.0/24 ! -o pc-aaaaaaaaaaaa -m comment "
+        "--comment pycni-aaaaaaaaaaaa masquerade -j MASQUERADE",
+        "ip6tables -w -t mangle -D PYCNI-ISOLATION-2 -o pc-aaaaaaaaaaaa -m comment "
+        "--comment pycni-aaaaaaaaaaaa member -j DROP"]
 
 
 def test_a_rule_that_cannot_be_added_is_an_error(tmp_path, monkeypatch):

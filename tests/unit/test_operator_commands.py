@@ -355,5 +355,11 @@ def test_app_and_server_wiring(side, monkeypatch):
     started = []
     monkeypatch.setattr("cnm_bridge.reconcile.background",
                         lambda interval, argv: started.append(argv))
-    server._start_reconciler(side.settings)(Worker())
+    worker = Worker()
+    server._worker_started(side.settings)(worker)
     assert started and started[0][3] == "gc"
+    # After each request the trimmer hears of it (a trim follows once calls stop).
+    assert worker.pycni_trimmer.due_in() is None
+    server._request_done(worker, None, {}, None)
+    assert worker.pycni_trimmer.due_in() is not None
+    worker.pycni_trimmer.stop()
