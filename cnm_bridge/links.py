@@ -1,8 +1,8 @@
 """Links: moving a container interface between netns, and the host's links.
 
 Side effects only; pycni's logic reaches them through host.Host. What runs on the
-path of every `docker run` is a single rtnetlink request each (rtnl.py); the rare
-work of putting a link back for DEL uses pyroute2, imported only then.
+path of every `docker run` is a single rtnetlink request each (rtnl.py), and so is
+putting a link (or a stand-in) back for DEL.
 """
 
 import contextlib
@@ -63,23 +63,24 @@ def hand_out(ns, ifname, tmpname, mac=None):
     return mac or found
 
 
+STAND_IN_PEER = "pycni-standin"
+
+
 def _take_back(tmpname, ifname, addresses):
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            # The real link is gone (the container's netns died with it); a stand-in
-            # with the same addresses still lets the bridge plugin's DEL find the
-            # addresses whose masquerade rules it must remove. A veth pair, since not
-            # every kernel has the dummy module.
-            ipr.link("add", ifname=ifname, kind="veth", peer=ifname + "-peer")
-            found = ipr.link_lookup(ifname=ifname)
-        for cidr in addresses:
-            iface = ipaddress.ip_interface(cidr)
-            with contextlib.suppress(NetlinkError):
-                ipr.addr("add", index=found[0], address=str(iface.ip),
-                         prefixlen=iface.network.prefixlen)
+    index = _index(ifname)
+    if index is None:
+        # The real link is gone (the container's netns died with it); a stand-in with
+        # the same addresses still lets the bridge plugin's DEL find the addresses
+        # whose masquerade rules it must remove. A veth pair, since not every kernel
+        # has the dummy module; the netns is DEL's own, so one peer name serves.
+        try:
+            rtnl.add_veth(ifname, STAND_IN_PEER)
+        except rtnl.RtnlError as e:
+            raise NetnsError(f"stand-in link {ifname} for DEL: {e.strerror}") from None
+        index = _index(ifname)
+    for cidr in addresses:
+        with contextlib.suppress(rtnl.RtnlError):  # there already (EEXIST)
+            rtnl.add_address(index, ipaddress.ip_interface(cidr))
 
 
 def take_back(ns, tmpname, ifname, addresses):
