@@ -142,7 +142,7 @@ class EngineBench:
         self.fresh_memory = memory_mb(server_pid(self.server))
         Interrupted.record(self)
         d = self.server.name
-        conf_subnet = self.subnet()
+        conf_subnet = self.subnet(16)  # the scale phase may fill it with 500
         self.conf_name = "bench-" + self.tag
         # A user's list with the reference chain: per-container masquerade and firewall.
         self.server.write_conf("10-bench.conflist", {
@@ -595,7 +595,7 @@ def main():
     ap.add_argument("--scale", type=int, default=500)
     ap.add_argument("--parallel", type=int, default=50)
     ap.add_argument("--skip-scale", action="store_true")
-    ap.add_argument("--scale-setups", default="zero,bridge",
+    ap.add_argument("--scale-setups", default="zero,conflist,bridge",
                     help="which networks the scale phase fills: "
                          + ", ".join(SCALE_SETUPS) + " (comma-separated)")
     ap.add_argument("--plot", default=os.path.join(HERE, "latency.png"))
