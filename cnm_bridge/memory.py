@@ -4,8 +4,7 @@ CPython hands objects above 512 bytes (request bodies, CNI results, plugin
 output) to glibc's malloc. With gthread's threads, glibc gives each thread an
 arena of its own, and memory freed in an arena mostly stays in the process.
 Two arenas are enough for one worker's threads, and a trim once the server has
-gone idle gives the rest back: a burst of containers that came and went leaves
-the worker as large as it was before (docs/performance.md).
+gone idle gives the rest back (measured in docs/performance.md).
 """
 
 import ctypes
