@@ -21,7 +21,7 @@ _moves = threading.local()
 
 def move_seconds():
     """Seconds this thread spent moving links between netns since the last reset: a move
-    waits for an RCU grace period in the kernel, reported apart from pycni's own work."""
+    is the kernel's time, not pycni's, so it is reported apart from pycni's own work."""
     return getattr(_moves, "seconds", 0.0)
 
 
