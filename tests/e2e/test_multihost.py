@@ -86,10 +86,13 @@ def pycni_state(host):
 
 def check_service_spans_hosts(cluster, net, service, subnet, slices):
     m = cluster.manager
-    # --no-resolve-image: the image is local, no registry is asked.
+    # --no-resolve-image: the image is local, no registry is asked. At most 2 per node:
+    # right after a plugin re-enable, swarm may not count a node as having the plugin yet
+    # and put all 4 tasks on the other one, where they would stay; capped, the rest wait
+    # until the node counts.
     m.docker("service", "create", "--detach", "--no-resolve-image", "--name", service,
-             "--network", net, "--endpoint-mode", "dnsrr", "--replicas", "4", IMAGE, "sleep",
-             "3600")
+             "--network", net, "--endpoint-mode", "dnsrr", "--replicas", "4",
+             "--replicas-max-per-node", "2", IMAGE, "sleep", "3600")
     # Minutes: after a plugin re-enable a node may first refuse tasks, which swarm then
     # retries with a back-off.
     running = wait("4 tasks on both hosts", lambda: (
@@ -184,7 +187,10 @@ def test_zero_config_macvlan_and_a_host_going_away(cluster):
              f"mv-cfg-{tag}", net)
     service = f"mv{tag}"
     check_service_spans_hosts(cluster, net, service, subnet, slices)
-    # Host 2's dockerd stops: its tasks come back on host 1, reachable, no address twice.
+    # Host 2's dockerd stops: its tasks come back on host 1, reachable, no address twice
+    # (the per-node cap lifted first: 0 is none).
+    cluster.manager.docker("service", "update", "--detach", "--replicas-max-per-node", "0",
+                           service)
     h2.stop_dockerd()
     moved = wait("4 tasks on host 1", lambda: (lambda t: t if len(t) == 4 and all(
         h is m for h, _ in t.values()) else None)(tasks(cluster, service)), timeout=180)
