@@ -64,16 +64,19 @@ class IdleTrimmer:
     def due_in(self):
         """Seconds until a trim is due: None when nothing happened since the last one."""
         with self._lock:
-            if self._last_call is None:
-                return None
-            return max(0.0, self._last_call + self.idle - self.clock())
+            return self._due_in()
+
+    def _due_in(self):
+        if self._last_call is None:
+            return None
+        return max(0.0, self._last_call + self.idle - self.clock())
 
     def step(self):
         """Trim if due. -> seconds to wait before the next look (None: until a call)."""
-        wait = self.due_in()
-        if wait is None or wait > 0:
-            return wait
-        with self._lock:
+        with self._lock:  # look and clear at once: a call meanwhile is not lost
+            wait = self._due_in()
+            if wait is None or wait > 0:
+                return wait
             self._last_call = None
         self.trims += 1
         log.debug("calls stopped %.1f s ago: heap trimmed (%s)", self.idle,

@@ -125,15 +125,15 @@ class Store:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         os.chmod(path, 0o600)
         self._lock = threading.Lock()
-        self._db = None
-        self._conn().db.executescript(SCHEMA)
+        self._db = self._connect()
+        self._db.executescript(SCHEMA)
         self._migrate()
         for suffix in ("-wal", "-shm"):
             if os.path.exists(path + suffix):
                 os.chmod(path + suffix, 0o600)
 
     def _migrate(self):
-        db = self._conn().db
+        db = self._db
         have = {r["name"] for r in db.execute("PRAGMA table_info(networks)")}
         if "conflist" in have:
             self._rewrite_legacy_networks()
@@ -162,10 +162,6 @@ class Store:
             db.execute("DROP TABLE networks_legacy")
 
     def _conn(self):
-        if self._db is None:
-            with self._lock:
-                if self._db is None:
-                    self._db = self._connect()
         return _Tx(self._db, self._lock)
 
     def _connect(self):
