@@ -5,7 +5,10 @@ import re
 import shutil
 import subprocess
 
-CNI_BIN_DIRS = [d for d in ("/usr/lib/cni", "/opt/cni/bin") if os.path.isdir(d)]
+# PYCNI_TEST_CNI_BIN_DIR runs the root layers on another plugin set (scripts/extras.sh
+# cni-1.9); by default the system's reference plugins.
+CNI_BIN_DIRS = ([os.environ["PYCNI_TEST_CNI_BIN_DIR"]] if os.environ.get("PYCNI_TEST_CNI_BIN_DIR")
+                else [d for d in ("/usr/lib/cni", "/opt/cni/bin") if os.path.isdir(d)])
 GLOBAL_CHAINS = {
     "filter": ("CNI-FORWARD", "CNI-ADMIN"),
     "nat": ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"),

@@ -265,6 +265,18 @@ def _argv(pid):
         return [a.decode() for a in f.read().split(b"\0") if a]
 
 
+def daemon_config_flags():
+    """The running dockerd's --config-file, for daemons a test starts beside it (the engine's
+    settings: Docker 29's runtime and firewall backend)."""
+    argv = _argv(_dockerd_pid())
+    for i, arg in enumerate(argv):
+        if arg == "--config-file" and i + 1 < len(argv):
+            return ["--config-file", argv[i + 1]]
+        if arg.startswith("--config-file="):
+            return [arg]
+    return []
+
+
 def docker_answers():
     return subprocess.run([DOCKER, "info"], capture_output=True, timeout=60).returncode == 0
 

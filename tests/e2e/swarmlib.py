@@ -18,7 +18,7 @@ import tempfile
 import time
 
 import support
-from dockerlib import DOCKER, IMAGE
+from dockerlib import DOCKER, IMAGE, daemon_config_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUNDLE = os.path.join(ROOT, "plugin", "build", "pycni")
@@ -82,7 +82,7 @@ mount -t tmpfs -o mode=0755 pysw-run /run
 mkdir -p /run/docker/plugins /run/netns
 exec dockerd -H unix://{self.sock} -H unix:///var/run/docker.sock \
     --data-root {self.dir}/data --exec-root /run/docker --pidfile /run/docker.pid \
-    --cgroup-parent /{self.name} --iptables=true
+    --cgroup-parent /{self.name} --iptables=true {self.cluster.daemon_flags}
 """
         self.log = open(os.path.join(self.dir, "dockerd.log"), "ab")
         env = dict(os.environ, PATH=self.cluster.path)
@@ -155,6 +155,7 @@ class Cluster:
         self.bridge = f"pysw{self.tag}"
         self.l2_prefix = f"10.{random.randint(160, 189)}.{random.randint(0, 255)}"
         self.path = engine_path or os.environ["PATH"]
+        self.daemon_flags = " ".join(daemon_config_flags())
         self.hosts = [Host(self, 1), Host(self, 2)]
         self.rule = ["-i", self.bridge, "-o", self.bridge, "-m", "comment", "--comment",
                      f"pycni swarm test {self.tag}", "-j", "ACCEPT"]

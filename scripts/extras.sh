@@ -1,0 +1,63 @@
+#!/bin/bash
+# Clients and plugin sets the tests use beside the system's, each from nothing into a
+# prefix of its own (skipped when present):
+#
+#   scripts/extras.sh cni-1.9     sid's containernetworking-plugins (1.9.x, CNI 1.1.0)
+#                                 in $PREFIX/cni-1.9/usr/lib/cni
+#   scripts/extras.sh compose     sid's docker-compose (v2) as the docker CLI plugin
+#                                 /usr/local/lib/docker/cli-plugins/docker-compose
+#   scripts/extras.sh podman      Debian 12's podman (its CNI backend), installed with apt
+#   scripts/extras.sh path cni-1.9   prints the plugin dir
+#   scripts/extras.sh all
+#
+# PYCNI_ENGINES_DIR moves the prefix (default /opt/pycni-engines, shared with engines.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/debfetch.sh
+. scripts/lib/debfetch.sh
+
+PREFIX=${PYCNI_ENGINES_DIR:-/opt/pycni-engines}
+CNI19=$PREFIX/cni-1.9
+COMPOSE=/usr/local/lib/docker/cli-plugins/docker-compose
+
+install_cni19() {
+    [ -x "$CNI19/usr/lib/cni/bridge" ] && return 0
+    rm -rf "$CNI19.new"
+    fetch_debs sid "$CNI19.new" containernetworking-plugins
+    rm -rf "$CNI19"
+    mv "$CNI19.new" "$CNI19"
+    echo "extras: $(cat "$CNI19/.debs") in $CNI19" >&2
+}
+
+install_compose() {
+    [ -x "$COMPOSE" ] && "$COMPOSE" version >/dev/null 2>&1 && return 0
+    local tmp
+    tmp=$(mktemp -d)
+    fetch_debs sid "$tmp/root" docker-compose
+    mkdir -p "$(dirname "$COMPOSE")"
+    install -m 0755 "$tmp/root/usr/libexec/docker/cli-plugins/docker-compose" "$COMPOSE"
+    rm -rf "$tmp"
+    echo "extras: $("$COMPOSE" version)" >&2
+}
+
+install_podman() {
+    command -v podman >/dev/null && return 0
+    echo "extras: installing podman" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Its CNI backend: no netavark, so podman uses /etc/cni/net.d (87-podman-bridge.conflist).
+    apt-get install -y -qq --no-install-recommends podman >/dev/null
+}
+
+case "${1:-}" in
+    cni-1.9) install_cni19 ;;
+    compose) install_compose ;;
+    podman) install_podman ;;
+    all) install_cni19; install_compose; install_podman ;;
+    path)
+        case "${2:-}" in
+            cni-1.9) echo "$CNI19/usr/lib/cni" ;;
+            *) echo "extras: path of what? (cni-1.9)" >&2; exit 2 ;;
+        esac ;;
+    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+esac
