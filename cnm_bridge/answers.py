@@ -83,6 +83,47 @@ def _gateways(res):
     return gws
 
 
+def _routed(res):
+    """True when the container's peers on the subnet are reached through the host, not
+    on the link: the container interface's one host-side peer is listed right before it
+    with no bridge before that (ptp: [host veth, container]; bridge: [bridge, host veth,
+    container]; macvlan, ipvlan, host-device: the container's alone). Plugins that come
+    later in a chain (bandwidth's ifb) append after it, so only what precedes it counts.
+
+    Read from the result rather than the plugin's name, so a user's ptp-like plugin is
+    handled too. (A result address narrower than Docker's pool, the other sign, never
+    reaches a handoff: check_addresses refuses it.)"""
+    ifaces = res.get("interfaces") or []
+    for idx, iface in enumerate(ifaces):
+        if iface.get("sandbox"):
+            return sum(1 for f in ifaces[:idx] if not f.get("sandbox")) == 1
+    return False
+
+
+def _subnet_via_gateway(res):
+    """Routes that send a routed (ptp) container's traffic for its own subnet to the
+    gateway, the host-side veth, which answers ARP/ND for it.
+
+    ptp itself deletes the connected route of the address it sets and routes the subnet
+    via the gateway; in a handoff Docker sets the address again (with the pool's prefix,
+    which makes the kernel add that connected route back, so peers are ARPed for and
+    nobody answers). A route for the same prefix via the gateway would collide with the
+    kernel's ("file exists"): the subnet's two halves are more specific and win."""
+    ifaces = res.get("interfaces") or []
+    out = []
+    for ipc in res.get("ips") or []:
+        idx = ipc.get("interface")
+        if idx is not None and not (0 <= idx < len(ifaces) and ifaces[idx].get("sandbox")):
+            continue  # an address of a host-side interface
+        gw = ipc.get("gateway")
+        net = ipaddress.ip_interface(ipc["address"]).network
+        if not gw or net.prefixlen == net.max_prefixlen:
+            continue
+        for half in net.subnets(prefixlen_diff=1):
+            out.append({"Destination": str(half), "RouteType": 0, "NextHop": gw})
+    return out
+
+
 def join_answer(result, srcname=None, internal=False):
     """CNI result -> Join answer.
 
@@ -109,6 +150,8 @@ def join_answer(result, srcname=None, internal=False):
             static.append({"Destination": str(dst), "RouteType": 0, "NextHop": gw})
         else:
             static.append({"Destination": str(dst), "RouteType": 1})
+    if srcname and _routed(res):
+        static.extend(_subnet_via_gateway(res))
     if static and srcname:
         # Docker installs them only on an interface it moved in; in the container's own
         # netns CNI has installed them already.

@@ -114,6 +114,25 @@ def test_create_macvlan_needs_its_parent(side):
     assert side.store.get_network(req.network_id).bridge == ""
 
 
+def test_ptp_containers_reach_each_other_through_the_host(side):
+    # Generated ptp, handed off: Docker sets 10.50.0.x/24 on eth0, so the subnet must be
+    # routed via the gateway (the host veth) or a container ARPs for its peers in vain.
+    req = create_network(options={"cni.type": "ptp"})
+    side.driver.create_network(req)
+    _, _, joined = run(side.driver, req.network_id)
+    assert "InterfaceName" in joined and joined["Gateway"] == "10.50.0.1"
+    assert joined["StaticRoutes"] == [
+        {"Destination": "10.50.0.0/25", "RouteType": 0, "NextHop": "10.50.0.1"},
+        {"Destination": "10.50.0.128/25", "RouteType": 0, "NextHop": "10.50.0.1"}]
+    # Direct (the container's own netns, Docker 28): ptp's own routes stay; only the gateway.
+    key = "/var/run/docker/netns/c0ffee"
+    side.host.add_sandbox(key)
+    _, _, joined = run(side.driver, req.network_id, "10.50.0.6/24", sandbox_key=key,
+                       options={"com.docker.network.endpoint.ifname": "eth3"})
+    assert "InterfaceName" not in joined and "StaticRoutes" not in joined
+    assert joined["Gateway"] == "10.50.0.1"
+
+
 def test_no_tuning_plugin_no_mac_setter(side):
     import os
     os.unlink(os.path.join(side.cni.bin_dir, "tuning"))
