@@ -629,3 +629,55 @@ def test_swarm_network_ids(side):
     side.driver.create_network(req)
     eid, _, _ = run(side.driver, req.network_id)
     assert side.store.get_network(req.network_id).cni_name == "pycni-q1w2e3r4t5y6"
+
+
+V11 = ["0.4.0", "1.0.0", "1.1.0"]
+
+
+def named_11(side, name="lan11", version="1.1.0"):
+    side.cni.write_conf(f"10-{name}.conflist", {
+        "cniVersion": version, "name": name,
+        "plugins": [{"type": "bridge", "bridge": "br-lan11",
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.50.0.0/24"}]]}},
+                    {"type": "portmap", "capabilities": {"portMappings": True}}]})
+    req = create_network(options={"cni.network": name})
+    side.driver.create_network(req)
+    return req
+
+
+@pytest.mark.parametrize("code", [50, 51])
+def test_a_network_whose_plugin_cannot_add_fails_create_endpoint_before_anything(side, code):
+    for plugin in ("bridge", "portmap"):
+        side.cni.behave(plugin, versions=V11)
+    req = named_11(side)
+    side.cni.behave("bridge", versions=V11, STATUS={"error": {
+        "code": code, "msg": "bridge br-lan11 is down", "details": "link state"}})
+    side.cni.clear_calls()
+    side.host.calls.clear()
+    ep = create_endpoint(req.network_id)
+    with pytest.raises(DriverError, match=rf"'lan11' cannot add.*bridge br-lan11 is down.*"
+                                          rf"link state.*STATUS code {code}"):
+        side.driver.create_endpoint(ep)
+    # No row, no netns, no ADD: Docker has nothing to undo and nothing lingers.
+    assert side.store.get_endpoint(ep.endpoint_id) is None
+    assert side.cni.verbs() == [("STATUS", "bridge")]
+    assert not [c for c in side.host.calls if c[0] == "create_netns"]
+    # Ready again: the container starts.
+    side.cni.behave("bridge", versions=V11)
+    side.cni.clear_calls()
+    eid, _, joined = run(side.driver, req.network_id)
+    assert side.cni.verbs()[:2] == [("STATUS", "bridge"), ("STATUS", "portmap")]
+    assert ("ADD", "bridge") in side.cni.verbs() and side.store.get_endpoint(eid).state == "ready"
+
+
+def test_lists_below_1_1_are_not_asked_for_status(side):
+    for plugin in ("bridge", "portmap"):
+        side.cni.behave(plugin, versions=V11, STATUS={"error": {"code": 50, "msg": "x"}})
+    req = named_11(side, "lan10", version="1.0.0")
+    side.cni.clear_calls()
+    run(side.driver, req.network_id)
+    assert side.cni.calls("STATUS") == [] and side.cni.calls("VERSION") == []
+    gen = create_network(subnet="10.51.0.0/24", gateway="10.51.0.1")  # generated: 1.0.0
+    side.driver.create_network(gen)
+    run(side.driver, gen.network_id, "10.51.0.5/24")
+    assert side.cni.calls("STATUS") == []
