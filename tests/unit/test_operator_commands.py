@@ -141,6 +141,33 @@ def test_doctor_plugins_and_conflists(side):
     assert "never used" in found["conflist 20-b.conflist"].detail
 
 
+def test_doctor_shows_each_networks_cni_status(side):
+    v11 = ["1.0.0", "1.1.0"]
+    for plugin in ("bridge", "portmap"):
+        side.cni.behave(plugin, versions=v11)
+    nets = {}
+    for name, version in (("ok11", "1.1.0"), ("down11", "1.1.0"), ("old", "1.0.0")):
+        side.cni.write_conf(f"10-{name}.conflist", {
+            "cniVersion": version, "name": name,
+            "plugins": [{"type": "bridge" if name != "down11" else "portmap"}]})
+        nets[name] = create_network(options={"cni.network": name})
+        side.driver.create_network(nets[name])
+    side.cni.behave("portmap", versions=v11, STATUS={"error": {
+        "code": 51, "msg": "nftables table cni_hostport missing"}})
+    found = doctor.check_cni_status(side.store.networks(), side.runtime)
+    summary = found[0]
+    assert summary.ok and "ready: ok11" in summary.detail
+    assert "n/a (below CNI 1.1.0): old" in summary.detail
+    generated = create_network(subnet="10.51.0.0/24", gateway="10.51.0.1")
+    side.driver.create_network(generated)
+    [bad] = [f for f in doctor.check_cni_status(side.store.networks(), side.runtime)
+             if not f.ok]
+    assert bad.check == f"CNI STATUS down11 ({nets['down11'].network_id[:12]})"
+    assert "portmap cannot add: nftables table cni_hostport missing [code 51]" in bad.detail
+    assert "docker run" in bad.fix
+    assert doctor.check_cni_status([], side.runtime) == []
+
+
 def test_doctor_leftovers_and_state(side):
     req = create_network()
     side.driver.create_network(req)
