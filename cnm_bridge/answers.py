@@ -11,6 +11,8 @@ from cni_runner import canonical_result
 
 from .errors import UnsupportedOption
 
+MAIN_TABLE = 254  # RT_TABLE_MAIN
+
 
 def canonical(result):
     return canonical_result(result) if result else {"interfaces": [], "ips": [], "routes": []}
@@ -83,6 +85,25 @@ def _gateways(res):
     return gws
 
 
+def _main_table_routes(routes):
+    """The result's routes that Join can carry. CNI 1.1 routes may name a `table`,
+    `priority`, `mtu`, `advmss` and `scope`; Join's StaticRoutes (and Gateway) have none,
+    and Docker installs them all in the main table at one metric. So a route of another
+    table (sbr's, a VRF's) is left out (in the main one it would take traffic its rule
+    never sent there); of routes to one destination the lowest priority is kept (a second
+    at the same metric is "file exists" to Docker); the other fields are dropped (they
+    stay in the cached result)."""
+    best = {}
+    for route in routes or []:
+        if route.get("table") not in (None, 0, MAIN_TABLE):
+            continue
+        dst = ipaddress.ip_network(route["dst"], strict=False)
+        priority = route.get("priority") or 0
+        if dst not in best or priority < best[dst][0]:
+            best[dst] = (priority, route)
+    return [route for _, route in best.values()]
+
+
 def _routed(res):
     """True when the container's peers on the subnet are reached through the host, not
     on the link: the container interface's one host-side peer is listed right before it
@@ -136,7 +157,7 @@ def join_answer(result, srcname=None, internal=False):
     subnets = {a.network for a in container_ips(res)}
     answer = {"InterfaceName": {"SrcName": srcname, "DstPrefix": "eth"}} if srcname else {}
     static = []
-    for route in res.get("routes") or []:
+    for route in _main_table_routes(res.get("routes")):
         dst = ipaddress.ip_network(route["dst"], strict=False)
         gw = route.get("gw")
         if dst.prefixlen == 0:

@@ -305,3 +305,51 @@ def test_join_ptp_edge_cases():
     res["ips"] = [{"interface": 1, "address": "10.51.0.4/31", "gateway": "10.51.0.5"}]
     assert [r["Destination"] for r in a.join_answer(res, "tmp")["StaticRoutes"]] == [
         "10.51.0.4/32", "10.51.0.5/32"]
+
+
+# -- CNI 1.1 result fields ------------------------------------------------------------------
+
+
+def result_110():
+    return {
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": "cni0", "mac": "aa:aa:aa:aa:aa:01", "mtu": 1450},
+                       {"name": "veth1234", "mac": "aa:aa:aa:aa:aa:02", "mtu": 1450},
+                       {"name": "eth0", "mac": "02:42:0a:32:00:05", "sandbox": "/run/netns/x",
+                        "mtu": 1450, "socketPath": "/run/vhost-user.sock",
+                        "pciID": "0000:00:1f.6"}],
+        "ips": [{"interface": 2, "address": "10.50.0.5/24", "gateway": "10.50.0.1"}],
+        "routes": [
+            {"dst": "0.0.0.0/0", "gw": "10.50.0.1", "mtu": 1400, "advmss": 1360,
+             "priority": 100, "scope": 0},
+            {"dst": "0.0.0.0/0", "gw": "10.50.0.254", "priority": 200},  # a backup
+            {"dst": "0.0.0.0/0", "gw": "10.50.0.9", "table": 100},  # sbr's table
+            {"dst": "192.168.7.0/24", "gw": "10.50.0.1", "table": 254, "priority": 5},
+            {"dst": "192.168.8.0/24", "gw": "10.50.0.7", "table": 100},
+            {"dst": "172.31.0.0/16", "scope": 253, "mtu": 9000},
+        ],
+    }
+
+
+def test_join_with_a_1_1_result():
+    res = result_110()
+    ans = a.join_answer(res, "tmp")
+    # The main table's default route with the lowest priority; sbr's table left out.
+    assert ans["Gateway"] == "10.50.0.1"
+    assert ans["StaticRoutes"] == [
+        {"Destination": "192.168.7.0/24", "RouteType": 0, "NextHop": "10.50.0.1"},
+        {"Destination": "172.31.0.0/16", "RouteType": 1},
+    ]
+    assert a.container_ips(res) == [ip("10.50.0.5/24")]
+    assert a.container_mac(res, "eth0") == "02:42:0a:32:00:05"
+    assert res == result_110()  # read, not changed: the cache keeps every field
+
+
+def test_join_1_1_priority_order_does_not_matter():
+    res = result_110()
+    res["routes"] = [{"dst": "0.0.0.0/0", "gw": "10.50.0.254", "priority": 200},
+                     {"dst": "0.0.0.0/0", "gw": "10.50.0.1", "priority": 100}]
+    assert a.join_answer(res, "tmp")["Gateway"] == "10.50.0.1"
+    res["routes"] = [{"dst": "0.0.0.0/0", "gw": "10.50.0.9", "table": 100}]
+    ans = a.join_answer(res, "tmp")
+    assert "Gateway" not in ans and ans["DisableGatewayService"] is True

@@ -533,3 +533,22 @@ def test_host_lock_false_does_not_wait_behind_another_list(cni):
         assert done.get("free") and not done.get("locked")
     threads[1].join(10)
     assert done.get("locked")
+
+
+def test_a_1_1_result_keeps_its_fields_in_the_cache(cni):
+    res = {"cniVersion": "1.1.0",
+           "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x", "mtu": 1450,
+                           "socketPath": "/run/vhost.sock", "pciID": "0000:00:1f.6"}],
+           "ips": [{"interface": 0, "address": "10.22.0.5/16", "gateway": "10.22.0.1"}],
+           "routes": [{"dst": "0.0.0.0/0", "gw": "10.22.0.1", "mtu": 1400, "advmss": 1360,
+                       "priority": 10, "table": 254, "scope": 0}]}
+    cni.plugin("p1", versions=["1.0.0", "1.1.0"], ADD={"result": res})
+    cni.plugin("p2", versions=["1.0.0", "1.1.0"])  # passes prevResult on
+    net = cni.netlist(["p1", "p2"], version="1.1.0")
+    runtime = cni.runtime()
+    assert runtime.add(net, cni.rt()) == res
+    [p2] = cni.calls("ADD", "p2")
+    assert p2["stdin"]["prevResult"] == res
+    assert ResultCache(cni.cache_dir).load("testnet", "ctr1", "eth0").result == res
+    runtime.delete(net, cni.rt())
+    assert [r["stdin"]["prevResult"] for r in cni.calls("DEL")] == [res, res]

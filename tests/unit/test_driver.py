@@ -681,3 +681,22 @@ def test_lists_below_1_1_are_not_asked_for_status(side):
     side.driver.create_network(gen)
     run(side.driver, gen.network_id, "10.51.0.5/24")
     assert side.cni.calls("STATUS") == []
+
+
+def test_a_1_1_result_through_join_and_the_store(side):
+    for plugin in ("bridge", "portmap"):
+        side.cni.behave(plugin, versions=V11)
+    req = named_11(side)
+    res = {"cniVersion": "1.1.0",
+           "interfaces": [{"name": "br-lan11", "mac": "aa:00:00:00:00:01", "mtu": 9000},
+                          {"name": "veth1", "mac": "aa:00:00:00:00:02", "mtu": 9000},
+                          {"name": "eth0", "mac": "02:42:0a:32:00:05", "mtu": 9000,
+                           "sandbox": "/x", "socketPath": "/run/s.sock", "pciID": "0000:01:00.0"}],
+           "ips": [{"interface": 2, "address": "10.50.0.5/24", "gateway": "10.50.0.1"}],
+           "routes": [{"dst": "0.0.0.0/0", "gw": "10.50.0.1", "priority": 50, "mtu": 8950,
+                       "advmss": 8910, "scope": 0, "table": 254},
+                      {"dst": "10.99.0.0/16", "gw": "10.50.0.3", "table": 7}]}
+    side.cni.behave("bridge", versions=V11, ADD={"result": res})
+    eid, _, joined = run(side.driver, req.network_id)
+    assert joined["Gateway"] == "10.50.0.1" and "StaticRoutes" not in joined
+    assert side.store.get_endpoint(eid).result == res  # every 1.1 field kept
