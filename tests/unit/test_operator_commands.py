@@ -297,11 +297,15 @@ def test_doctor_server_and_report(side, capsys, monkeypatch):
         json, format, driver = False, None, "pycni"
     monkeypatch.setattr(doctor, "check_iptables_backend", lambda: [])
     monkeypatch.setattr(doctor, "check_netfilter", lambda specs: [])
-    rc = doctor.run_doctor(side.settings, Opts(), docker=None)
+    # A stand-in dockerd that answers (docker=None would ask the host's own, if any: the
+    # outcome then depended on whether one runs and who may use its socket).
+    from cnm_bridge.dockerapi import DockerAPI
+    docker = DockerAPI(FakeClient())
+    rc = doctor.run_doctor(side.settings, Opts(), docker=docker)
     out = capsys.readouterr().out
     assert rc == 1 and "PROBLEM" in out and "not asked" in out
     Opts.json = True
-    doctor.run_doctor(side.settings, Opts(), docker=None)
+    doctor.run_doctor(side.settings, Opts(), docker=docker)
     assert json.loads(capsys.readouterr().out)[0]["check"] == "pycni serving"
 
 
