@@ -8,7 +8,8 @@ import pytest
 from cni_runner import PluginError
 from cnm_bridge import names
 from cnm_bridge.errors import DriverError, HostError, NotFound, UnsupportedOption
-from dockercalls import connectivity, create_endpoint, create_network, join, ref, run
+from dockercalls import (V11, connectivity, create_endpoint, create_network, join,
+                         named_network, ref, run)
 
 SANDBOX = "/var/run/docker/netns/0123456789ab"
 
@@ -631,25 +632,11 @@ def test_swarm_network_ids(side):
     assert side.store.get_network(req.network_id).cni_name == "pycni-q1w2e3r4t5y6"
 
 
-V11 = ["0.4.0", "1.0.0", "1.1.0"]
-
-
-def named_11(side, name="lan11", version="1.1.0"):
-    side.cni.write_conf(f"10-{name}.conflist", {
-        "cniVersion": version, "name": name,
-        "plugins": [{"type": "bridge", "bridge": "br-lan11",
-                     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.50.0.0/24"}]]}},
-                    {"type": "portmap", "capabilities": {"portMappings": True}}]})
-    req = create_network(options={"cni.network": name})
-    side.driver.create_network(req)
-    return req
-
-
 @pytest.mark.parametrize("code", [50, 51])
 def test_a_network_whose_plugin_cannot_add_fails_create_endpoint_before_anything(side, code):
     for plugin in ("bridge", "portmap"):
         side.cni.behave(plugin, versions=V11)
-    req = named_11(side)
+    req = named_network(side)
     side.cni.behave("bridge", versions=V11, STATUS={"error": {
         "code": code, "msg": "bridge br-lan11 is down", "details": "link state"}})
     side.cni.clear_calls()
@@ -673,7 +660,7 @@ def test_a_network_whose_plugin_cannot_add_fails_create_endpoint_before_anything
 def test_lists_below_1_1_are_not_asked_for_status(side):
     for plugin in ("bridge", "portmap"):
         side.cni.behave(plugin, versions=V11, STATUS={"error": {"code": 50, "msg": "x"}})
-    req = named_11(side, "lan10", version="1.0.0")
+    req = named_network(side, "lan10", version="1.0.0")
     side.cni.clear_calls()
     run(side.driver, req.network_id)
     assert side.cni.calls("STATUS") == [] and side.cni.calls("VERSION") == []
@@ -686,7 +673,7 @@ def test_lists_below_1_1_are_not_asked_for_status(side):
 def test_a_1_1_result_through_join_and_the_store(side):
     for plugin in ("bridge", "portmap"):
         side.cni.behave(plugin, versions=V11)
-    req = named_11(side)
+    req = named_network(side)
     res = {"cniVersion": "1.1.0",
            "interfaces": [{"name": "br-lan11", "mac": "aa:00:00:00:00:01", "mtu": 9000},
                           {"name": "veth1", "mac": "aa:00:00:00:00:02", "mtu": 9000},

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from cnm_bridge import cli, doctor, inspection, render, status
-from dockercalls import create_network, run
+from dockercalls import V11, create_network, named_network, run
 
 
 def test_render_table_json_and_template():
@@ -142,17 +142,12 @@ def test_doctor_plugins_and_conflists(side):
 
 
 def test_doctor_shows_each_networks_cni_status(side):
-    v11 = ["1.0.0", "1.1.0"]
     for plugin in ("bridge", "portmap"):
-        side.cni.behave(plugin, versions=v11)
-    nets = {}
-    for name, version in (("ok11", "1.1.0"), ("down11", "1.1.0"), ("old", "1.0.0")):
-        side.cni.write_conf(f"10-{name}.conflist", {
-            "cniVersion": version, "name": name,
-            "plugins": [{"type": "bridge" if name != "down11" else "portmap"}]})
-        nets[name] = create_network(options={"cni.network": name})
-        side.driver.create_network(nets[name])
-    side.cni.behave("portmap", versions=v11, STATUS={"error": {
+        side.cni.behave(plugin, versions=V11)
+    nets = {name: named_network(side, name, version,
+                                [{"type": "bridge" if name != "down11" else "portmap"}])
+            for name, version in (("ok11", "1.1.0"), ("down11", "1.1.0"), ("old", "1.0.0"))}
+    side.cni.behave("portmap", versions=V11, STATUS={"error": {
         "code": 51, "msg": "nftables table cni_hostport missing"}})
     found = doctor.check_cni_status(side.store.networks(), side.runtime)
     summary = found[0]

@@ -5,7 +5,7 @@ import time
 
 from cni_runner import RuntimeConf, conflist_from_dict
 from cnm_bridge import protocol as p
-from dockercalls import create_endpoint, create_network, join, ref, run
+from dockercalls import V11, create_endpoint, create_network, join, named_network, ref, run
 
 
 def test_local_reinstalls_the_host_rules(side):
@@ -119,19 +119,10 @@ def test_ready_endpoint_join_and_ref_helpers_stay_consistent(side):
     assert os.path.isdir(side.settings.state_dir) and p.NetworkRef
 
 
-V11 = ["0.4.0", "1.0.0", "1.1.0"]
-
-
 def test_collect_is_libcnis_gc_of_every_list(side):
     for plugin in ("bridge", "portmap"):
         side.cni.behave(plugin, versions=V11)
-    side.cni.write_conf("10-lan11.conflist", {
-        "cniVersion": "1.1.0", "name": "lan11",
-        "plugins": [{"type": "bridge", "ipam": {"type": "host-local",
-                                                "ranges": [[{"subnet": "10.50.0.0/24"}]]}},
-                    {"type": "portmap", "capabilities": {"portMappings": True}}]})
-    req = create_network(options={"cni.network": "lan11"})
-    side.driver.create_network(req)
+    req = named_network(side)
     live, _, _ = run(side.driver, req.network_id)
     lost, _, _ = run(side.driver, req.network_id, address="10.50.0.6/24")
     side.store.delete_endpoint(lost)  # a crash after ADD, before the record
@@ -187,8 +178,6 @@ def test_collect_below_1_1_dels_but_sends_no_gc(side):
 def test_collect_counts_a_failing_gc(side):
     side.cni.behave("bridge", versions=V11, GC={"error": {"code": 999, "msg": "gc broke"}})
     side.cni.behave("portmap", versions=V11)
-    side.cni.write_conf("10-lan11.conflist", {
-        "cniVersion": "1.1.0", "name": "lan11", "plugins": [{"type": "bridge"}]})
-    side.driver.create_network(create_network(options={"cni.network": "lan11"}))
+    named_network(side, plugins=[{"type": "bridge"}])
     assert side.graph.reconciler.collect(min_age=0) == {"gc_lists": 0, "gc_deleted": 0,
                                                         "errors": 1}
