@@ -56,6 +56,11 @@ class NetworkConfigList:
             offered.append(self.cni_version)
         return cniversion.newest_first(offered)
 
+    def may_run_at(self, minimum):
+        """True if the list offers `minimum` or a later version (whether its plugins speak
+        it is the runtime's question): e.g. 1.1.0 for STATUS and GC, without a probe."""
+        return any(cniversion.at_least(v, minimum) for v in self.offered_versions())
+
 
 def validate_name(name, what="network name"):
     # fullmatch: with match(), "$" also matches before a trailing newline, which

@@ -262,15 +262,21 @@ class CNIRuntime:
     def gc(self, conflist, valid_attachments):
         """DEL every cached attachment of the list not in `valid_attachments`.
 
-        `valid_attachments` is an iterable of (container_id, ifname). Where the
-        list runs at 1.1.0+, the GC verb follows. Nothing at all with disableGC.
+        `valid_attachments` is an iterable of (container_id, ifname), or (an extension
+        of libcni) a callable returning one, called once the exclusive lock is held: a
+        caller that derives it from its own records then cannot miss an attachment an
+        ADD made between its look and the DELs. Where the list runs at 1.1.0+, the GC
+        verb follows, sent to every plugin even when one fails (as libcni; the first
+        failure is raised once all have had it). Nothing at all with disableGC.
         Returns the (container_id, ifname) pairs that were deleted.
         """
         if conflist.disable_gc:
             return []  # as libcni: disableGC means no garbage collection at all
-        valid = {(c, i) for c, i in valid_attachments}
-        removed, failures = [], []
+        removed, failures, gc_errors = [], [], []
         with self._host(exclusive=True):
+            if callable(valid_attachments):
+                valid_attachments = valid_attachments()
+            valid = {(c, i) for c, i in valid_attachments}
             for entry in self.cache.entries(conflist.name):
                 key = (entry.container_id, entry.ifname)
                 if key in valid:
@@ -288,11 +294,18 @@ class CNIRuntime:
                 for plugin, path in zip(conflist.plugins, self.plugin_paths(conflist)):
                     conf = json.loads(self._stdin(conflist, plugin, ver, {}, None))
                     conf["cni.dev/valid-attachments"] = attachments
-                    conf["cni.dev/attachments"] = attachments
-                    self._exec(path, self._verb_env("GC"), json.dumps(conf).encode())
+                    conf["cni.dev/attachments"] = attachments  # the spec's first name of it
+                    try:
+                        self._exec(path, self._verb_env("GC"), json.dumps(conf).encode())
+                    except PluginError as e:
+                        gc_errors.append(e)
         if failures:
             log.warning("GC of %s left %d attachment(s): %s", conflist.name, len(failures),
                         "; ".join(failures))
+        for e in gc_errors[1:]:
+            log.warning("GC of %s: %s", conflist.name, e)
+        if gc_errors:
+            raise gc_errors[0]
         return removed
 
     def status(self, conflist):
@@ -306,8 +319,11 @@ class CNIRuntime:
         return True
 
     def _verb_env(self, command):
+        """GC and STATUS concern no attachment: libcni sends the six variables all the
+        same, empty but CNI_COMMAND and CNI_PATH."""
         env = base_environ()
-        env.update(CNI_COMMAND=command, CNI_PATH=":".join(self.plugin_dirs))
+        env.update(CNI_COMMAND=command, CNI_CONTAINERID="", CNI_NETNS="", CNI_IFNAME="",
+                   CNI_ARGS="", CNI_PATH=":".join(self.plugin_dirs))
         return env
 
     # -- the cache, as libcni exposes it (GetCachedAttachments, GetNetworkList

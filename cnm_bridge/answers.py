@@ -11,6 +11,8 @@ from cni_runner import canonical_result
 
 from .errors import UnsupportedOption
 
+MAIN_TABLE = 254  # RT_TABLE_MAIN
+
 
 def canonical(result):
     return canonical_result(result) if result else {"interfaces": [], "ips": [], "routes": []}
@@ -83,6 +85,66 @@ def _gateways(res):
     return gws
 
 
+def _main_table_routes(routes):
+    """The result's routes that Join can carry. CNI 1.1 routes may name a `table`,
+    `priority`, `mtu`, `advmss` and `scope`; Join's StaticRoutes (and Gateway) have none,
+    and Docker installs them all in the main table at one metric. So a route of another
+    table (sbr's, a VRF's) is left out (in the main one it would take traffic its rule
+    never sent there); of routes to one destination the lowest priority is kept (a second
+    at the same metric is "file exists" to Docker); the other fields are dropped (they
+    stay in the cached result)."""
+    best = {}
+    for route in routes or []:
+        if route.get("table") not in (None, 0, MAIN_TABLE):
+            continue
+        dst = ipaddress.ip_network(route["dst"], strict=False)
+        priority = route.get("priority") or 0
+        if dst not in best or priority < best[dst][0]:
+            best[dst] = (priority, route)
+    return [route for _, route in best.values()]
+
+
+def _routed(res):
+    """True when the container's peers on the subnet are reached through the host, not
+    on the link: the container interface's one host-side peer is listed right before it
+    with no bridge before that (ptp: [host veth, container]; bridge: [bridge, host veth,
+    container]; macvlan, ipvlan, host-device: the container's alone). Plugins that come
+    later in a chain (bandwidth's ifb) append after it, so only what precedes it counts.
+
+    Read from the result rather than the plugin's name, so a user's ptp-like plugin is
+    handled too. (A result address narrower than Docker's pool, the other sign, never
+    reaches a handoff: check_addresses refuses it.)"""
+    ifaces = res.get("interfaces") or []
+    for idx, iface in enumerate(ifaces):
+        if iface.get("sandbox"):
+            return sum(1 for f in ifaces[:idx] if not f.get("sandbox")) == 1
+    return False
+
+
+def _subnet_via_gateway(res):
+    """Routes that send a routed (ptp) container's traffic for its own subnet to the
+    gateway, the host-side veth, which answers ARP/ND for it.
+
+    ptp itself deletes the connected route of the address it sets and routes the subnet
+    via the gateway; in a handoff Docker sets the address again (with the pool's prefix,
+    which makes the kernel add that connected route back, so peers are ARPed for and
+    nobody answers). A route for the same prefix via the gateway would collide with the
+    kernel's ("file exists"): the subnet's two halves are more specific and win."""
+    ifaces = res.get("interfaces") or []
+    out = []
+    for ipc in res.get("ips") or []:
+        idx = ipc.get("interface")
+        if idx is not None and not (0 <= idx < len(ifaces) and ifaces[idx].get("sandbox")):
+            continue  # an address of a host-side interface
+        gw = ipc.get("gateway")
+        net = ipaddress.ip_interface(ipc["address"]).network
+        if not gw or net.prefixlen == net.max_prefixlen:
+            continue
+        for half in net.subnets(prefixlen_diff=1):
+            out.append({"Destination": str(half), "RouteType": 0, "NextHop": gw})
+    return out
+
+
 def join_answer(result, srcname=None, internal=False):
     """CNI result -> Join answer.
 
@@ -95,7 +157,7 @@ def join_answer(result, srcname=None, internal=False):
     subnets = {a.network for a in container_ips(res)}
     answer = {"InterfaceName": {"SrcName": srcname, "DstPrefix": "eth"}} if srcname else {}
     static = []
-    for route in res.get("routes") or []:
+    for route in _main_table_routes(res.get("routes")):
         dst = ipaddress.ip_network(route["dst"], strict=False)
         gw = route.get("gw")
         if dst.prefixlen == 0:
@@ -109,6 +171,8 @@ def join_answer(result, srcname=None, internal=False):
             static.append({"Destination": str(dst), "RouteType": 0, "NextHop": gw})
         else:
             static.append({"Destination": str(dst), "RouteType": 1})
+    if srcname and _routed(res):
+        static.extend(_subnet_via_gateway(res))
     if static and srcname:
         # Docker installs them only on an interface it moved in; in the container's own
         # netns CNI has installed them already.

@@ -15,7 +15,8 @@ Where CNI runs is decided at Join, by looking at the SandboxKey (strategies.py):
 import ipaddress
 import logging
 
-from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from_dict
+from cni_runner import (CNIError, PluginError, RuntimeConf, conflist_from_bytes,
+                        conflist_from_dict)
 
 from . import answers, conflists, names, ports
 from .bootid import current_boot_id
@@ -49,6 +50,7 @@ class Attachments:
             return ep  # a replay
         if ep is not None:
             self.release(ep.id)  # left by an earlier attempt
+        self._check_ready(spec)
         mac = req.mac or (answers.mac_for(req.address, req.address6) if spec.own_mac else "")
         ep = Endpoint(id=req.endpoint_id, network_id=spec.id, state="created",
                       netns=names.netns_name(req.endpoint_id),
@@ -57,6 +59,23 @@ class Attachments:
                       ifname=req.ifname or "", boot_id=current_boot_id())
         self.store.add_endpoint(ep)
         return ep
+
+    def _check_ready(self, spec):
+        """CNI 1.1's STATUS of the network before anything is recorded or made: a plugin
+        that says it cannot add (codes 50, 51) fails CreateEndpoint in its own words, and
+        no row, netns or ADD is left to undo. Lists that cannot run at 1.1.0 have no
+        STATUS and are not asked (not even a VERSION probe): this is every `docker run`."""
+        conflist = conflist_from_dict(spec.conflist)
+        if not conflist.may_run_at("1.1.0"):
+            return
+        try:
+            self.runtime.status(conflist)
+        except PluginError as e:
+            raise DriverError(
+                f"CNI network {spec.cni_name!r} cannot add a container now: plugin "
+                f"{e.plugin} says {e.msg!r}" + (f" ({e.details})" if e.details else "")
+                + f" [STATUS code {e.code}]; fix what it names, then run the container "
+                "again (`pycni doctor` shows every network's STATUS)") from None
 
     @staticmethod
     def answer(ep):

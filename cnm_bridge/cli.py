@@ -146,7 +146,7 @@ def _docker_name(docker, network_id):
 
 
 def gc(settings, min_age):
-    """`pycni gc`: local clean-up and a pass against dockerd, then exit.
+    """`pycni gc`: local clean-up, a pass against dockerd and CNI's GC, then exit.
 
     Things younger than `min_age` seconds are left alone: a running server may
     be creating them right now.
@@ -160,8 +160,11 @@ def gc(settings, min_age):
     except Exception as e:
         print(f"pycni gc: cannot reach dockerd: {e}", file=sys.stderr)
         return 1
-    print(" ".join(f"{k}={v}" for k, v in {**local, **remote}.items()))
-    return 0 if not (local["errors"] or remote["errors"]) else 1
+    collected = graph.reconciler.collect(min_age=min_age)
+    errors = local["errors"] + remote["errors"] + collected["errors"]
+    print(" ".join(f"{k}={v}" for k, v in {**local, **remote, **collected,
+                                           "errors": errors}.items()))
+    return 0 if not errors else 1
 
 
 def _app_factory(s):

@@ -39,6 +39,7 @@ def build(settings, host=None, defer_delete=None):
     # (host-local locks its own dir): no wait behind a container's DEL holding the
     # host-wide lock.
     ipam = Ipam(settings, store, CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
-                                            timeout=settings.plugin_timeout, host_lock=False))
+                                            timeout=settings.plugin_timeout, host_lock=False),
+                host)
     reconciler = Reconciler(store, runtime, attachments, driver)
     return Graph(store, runtime, host, attachments, driver, ipam, reconciler)

@@ -13,8 +13,9 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
+from cni_runner import CNIRuntime, conflist_from_dict
 from cni_runner.config import config_files, load_file
-from cni_runner.errors import CNIError
+from cni_runner.errors import CNIError, PluginError
 from cni_runner.invoke import find_plugin
 
 from . import hostrules, names
@@ -166,6 +167,34 @@ def check_conflists(settings, prober):
     if not files:
         out.append(Finding("conf dir", True, f"{settings.conf_dir}: no conflists (zero-config "
                                              "networks need none)"))
+    return out
+
+
+def check_cni_status(specs, runtime):
+    """CNI 1.1's STATUS of every network pycni holds: one finding for those ready or too
+    old to be asked (below 1.1.0: n/a), one per network whose plugin says it cannot add,
+    in the plugin's words (its containers fail at `docker run` until it can)."""
+    ready, older, out = [], [], []
+    for spec in specs:
+        label = f"{spec.cni_name} ({spec.id[:12]})"
+        try:
+            asked = runtime.status(conflist_from_dict(spec.conflist))
+        except PluginError as e:
+            out.append(Finding(f"CNI STATUS {label}", False,
+                               f"plugin {e.plugin} cannot add: {e.msg}"
+                               + (f" ({e.details})" if e.details else "") + f" [code {e.code}]",
+                               "fix what the plugin names; until then `docker run` on this "
+                               "network fails"))
+            continue
+        except CNIError as e:
+            out.append(Finding(f"CNI STATUS {label}", False, str(e),
+                               "install the plugin, or fix the list"))
+            continue
+        (ready if asked else older).append(label)
+    if ready or older:
+        parts = ([f"ready: {', '.join(ready)}"] if ready else []) + \
+            ([f"n/a (below CNI 1.1.0): {', '.join(older)}"] if older else [])
+        out.insert(0, Finding("CNI STATUS", True, "; ".join(parts)))
     return out
 
 
@@ -323,6 +352,9 @@ def diagnose(settings, docker, driver, prober=None):
     if os.path.exists(settings.db_path):
         store = Store(settings.db_path)
         findings += check_netfilter(store.networks()) + check_forgotten(store, docker)
+        findings += check_cni_status(store.networks(),
+                                     CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
+                                                timeout=settings.plugin_timeout))
         findings += check_leftovers(store, _host_links(), _host_netns())
     return findings
 

@@ -12,12 +12,13 @@ import os
 import socket
 import subprocess
 
-from . import hostrules, iptables, links, names, netns
+from . import hostrules, iptables, links, names, netns, routes
 from .errors import HostError
 
 log = logging.getLogger(__name__)
 SOCK_TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 PORT_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+ROUTE_FILE = "/proc/net/route"
 BRIDGE_SYSCTL_DIR = "/proc/sys/net/bridge"
 DEFAULT_PORT_RANGE = (32768, 60999)  # the kernel's default
 
@@ -86,6 +87,16 @@ class Host:
 
     def reset_move_seconds(self):
         links.reset_move_seconds()
+
+    def onlink_routes(self):
+        """The host's on-link IPv4 routes ([routes.Route]), as Docker sees them when it
+        checks a pool; none if they cannot be read (the check is a courtesy: Docker's
+        own repeat request is caught as well)."""
+        try:
+            with open(ROUTE_FILE) as f:
+                return routes.parse_proc_route(f.read())
+        except OSError:
+            return []
 
     # -- iptables -----------------------------------------------------------------------
 

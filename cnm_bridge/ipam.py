@@ -19,7 +19,7 @@ import uuid
 
 from cni_runner import CNIError, RuntimeConf, canonical_result, conflist_from_dict, load_by_name
 
-from . import conflists, names
+from . import conflists, names, routes
 from .errors import DriverError, NotFound, UnsupportedOption
 from .options import OPT_CNI_NETWORK
 from .store import Pool
@@ -32,10 +32,11 @@ IPAM_TYPES = ("host-local", "static")
 
 
 class Ipam:
-    def __init__(self, settings, store, runtime):
+    def __init__(self, settings, store, runtime, host):
         self.settings = settings
         self.store = store
         self.runtime = runtime
+        self.host = host
         self._replay_lock = threading.Lock()
         self._replayable = set()
 
@@ -67,6 +68,8 @@ class Ipam:
         pool = self._named_pool(name, req) if name else self._own_pool(req)
         pool_id = "pycni:" + hashlib.sha256(
             f"{req.address_space}|{pool.subnet}|{req.sub_pool}|{name}".encode()).hexdigest()[:24]
+        if req.pool is None and req.address_space != GLOBAL_SPACE:
+            self._check_docker_keeps_it(pool, pool_id, name)
         if self.store.get_pool(pool_id) is None:
             pool.id = pool_id
             self._check_overlap(ipaddress.ip_network(pool.subnet), pool_id)
@@ -113,6 +116,29 @@ class Ipam:
                 "conflist's IPAM decides the range (rangeStart/rangeEnd)")
         return Pool(id="", subnet=str(mine), v6=req.v6, kind=kind, cni_network=name,
                     ipam=ipam)
+
+    def _check_docker_keeps_it(self, pool, pool_id, name):
+        """Without --subnet (in the local address space) Docker checks the pool against
+        the host's on-link routes and, on an overlap, keeps it and asks again until
+        another comes back (releasing what it kept once a request succeeds or fails).
+        A named pool has one subnet: answering it twice in one create would loop dockerd
+        forever, so the overlap Docker would find, or the same pool asked for while it
+        is held, is refused with the flag that skips Docker's check."""
+        subnet = ipaddress.ip_network(pool.subnet)
+        fix = (f"create the network with --subnet {subnet} (with it Docker skips that "
+               f"check and shares the subnet with {name!r}'s other users)")
+        route = routes.overlapping(subnet, self.host.onlink_routes())
+        if route is not None:
+            raise UnsupportedOption(
+                f"subnet {subnet} of CNI network {name!r} is already on this host (route "
+                f"{route.network} on {route.device}: another runtime's bridge is up, or a "
+                f"network of the host); without --subnet Docker would ask pycni for another "
+                f"pool, and {name!r} has no other: {fix}")
+        if self.store.get_pool(pool_id) is not None:
+            raise UnsupportedOption(
+                f"subnet {subnet} of CNI network {name!r} is already held by pycni (another "
+                f"Docker network on {name!r}, or Docker asking again because the subnet is "
+                f"in use on this host) and {name!r} has no other: {fix}")
 
     def _check_overlap(self, subnet, pool_id):
         for pool in self.store.pools():

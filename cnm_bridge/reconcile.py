@@ -3,7 +3,7 @@
 `local()` needs nothing but the host: it runs at start-up, before the socket
 accepts a call, and cleans what a crash (kill -9, reboot) left half-made.
 `with_docker()` asks dockerd which networks and endpoints still exist and tears
-down the rest. It runs in `pycni gc`, which the server starts as a child
+down the rest; `collect()` then does libcni's GC of every list pycni runs. It runs in `pycni gc`, which the server starts as a child
 process every PYCNI_RECONCILE_INTERVAL seconds: never inside a request handler
 (dockerd may be waiting on this very plugin), and the Docker SDK never loaded
 in the server's memory.
@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from cni_runner import CNIError, RuntimeConf, conflist_from_bytes
+from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from_dict
 
 from . import names
 from .bootid import current_boot_id
@@ -101,6 +101,51 @@ class Reconciler:
                     self._try(report, "endpoints", self.attachments.release, ep.id)
         self._log("docker", report)
         return report
+
+    def collect(self, min_age=60):
+        """libcni's GC of every list pycni runs (an endpoint's, its ports'), once what
+        Docker forgot is gone: the list's cached attachments that no record holds are
+        DELeted (any CNI version), then a 1.1.0+ list's plugins get GC with the
+        attachments pycni still holds, so they can free what a lost DEL left (IPAM
+        leases, rules). The held set is read under the runtime's exclusive lock (no ADD
+        runs then), and a cache entry younger than `min_age` counts as held: pycni's
+        IPAM runs without that lock and records its handle just after its ADD."""
+        report = {"gc_lists": 0, "gc_deleted": 0, "errors": 0}
+        lists = {}
+        for spec in self.store.networks():
+            for raw in (spec.direct_list, spec.ports_list):
+                if raw:
+                    lists.setdefault(raw["name"], raw)
+        with self.lock:
+            for name, raw in sorted(lists.items()):
+                try:
+                    removed = self.runtime.gc(conflist_from_dict(raw),
+                                              lambda name=name: self._held(name, min_age))
+                except (CNIError, OSError) as e:
+                    report["errors"] += 1
+                    log.warning("reconcile: GC of %s failed: %s", name, e)
+                    continue
+                report["gc_lists"] += 1
+                report["gc_deleted"] += len(removed)
+        self._log("gc", report)
+        return report
+
+    def _held(self, name, min_age):
+        """[(container id, ifname)] pycni holds on list `name`: its networks' joined
+        endpoints (ADD runs as the endpoint id), and every cached attachment of the list
+        that a record knows (an endpoint, or an IPAM handle of a pool on the list) or that
+        is too young to judge."""
+        held = set()
+        for spec in self.store.networks():
+            if name in (spec.direct_list["name"], (spec.ports_list or {}).get("name")):
+                held |= {(ep.id, ep.ifname) for ep in self.store.endpoints(spec.id)
+                         if ep.mode and ep.ifname}
+        known = {ep.id for ep in self.store.endpoints()} | self.store.handles()
+        for entry in self.runtime.cached_attachments(name):
+            age = self.runtime.cache_age(name, entry.container_id, entry.ifname)
+            if entry.container_id in known or age is None or age < min_age:
+                held.add((entry.container_id, entry.ifname))
+        return sorted(held)
 
     def _try(self, report, key, fn, *args):
         try:

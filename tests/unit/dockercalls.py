@@ -64,3 +64,20 @@ def run(driver, nid, address="10.50.0.5/24", sandbox_key="/var/run/docker/netns/
     created = driver.create_endpoint(req)
     joined = driver.join(join(nid, req.endpoint_id, sandbox_key))
     return req.endpoint_id, created, joined
+
+
+V11 = ["0.4.0", "1.0.0", "1.1.0"]  # VERSION answers of plugins that speak CNI 1.1
+
+
+def named_network(side, name="lan11", version="1.1.0", plugins=None):
+    """`docker network create -d pycni -o cni.network=NAME` of a conflist written first
+    (bridge with host-local on Docker's 10.50.0.0/24, then portmap). -> the request"""
+    side.cni.write_conf(f"10-{name}.conflist", {
+        "cniVersion": version, "name": name,
+        "plugins": plugins or [
+            {"type": "bridge", "bridge": "br-" + name,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.50.0.0/24"}]]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}}]})
+    req = create_network(options={"cni.network": name})
+    side.driver.create_network(req)
+    return req

@@ -24,6 +24,7 @@ class FakeHost:
         self.ports_in_use = set()  # (protocol, port)
         self.port_range = (40000, 40009)
         self.cleared_routes = []  # (netns, ifname)
+        self.routes = []  # the host's on-link routes: routes.Route
         self.calls = []
         self.fail = {}  # method name -> exception to raise
         self._moves = 0.0
@@ -108,6 +109,9 @@ class FakeHost:
 
     def link_mac_in(self, ns_name, ifname):
         return self.netns.get(ns_name, {}).get(ifname, "")
+
+    def onlink_routes(self):
+        return list(self.routes)
 
     def move_seconds(self):
         return self._moves

@@ -20,7 +20,8 @@ Without instructions ADD passes prevResult through (as chained plugins do) or
 prints a fresh result in the requested cniVersion; other verbs print nothing.
 A fresh result carries the addresses asked for (runtimeConfig.ips, or a static
 IPAM's addresses) and the MAC (runtimeConfig.mac, CNI_ARGS MAC=), as the
-reference plugins do. A plugin named "host-local" allocates like the real one:
+reference plugins do; a plugin named "ptp" puts its host veth first, as ptp does.
+A plugin named "host-local" allocates like the real one:
 the first free address of its range(s), or CNI_ARGS IP=, recorded per network
 in STATE_DIR and freed by DEL.
 """
@@ -97,6 +98,16 @@ def fresh_result(ver, env, conf=None):
         "routes": [{"dst": "0.0.0.0/0"}],
         "dns": {"nameservers": ["10.22.0.1"]},
     }
+
+
+def _as_ptp(res):
+    """ptp's shape: its host veth before the container's interface, every address on the
+    container's (plugins/main/ptp setupContainerVeth)."""
+    if "interfaces" in res:
+        res["interfaces"].insert(0, {"name": "veth5c3a1e2f", "mac": "6e:1d:a2:07:95:14"})
+        for ipc in res["ips"]:
+            ipc["interface"] = 1
+    return res
 
 
 def _host_local(state, conf, env, command):
@@ -216,6 +227,8 @@ def main():
         else:
             ver = conf.get("cniVersion", "1.0.0") if isinstance(conf, dict) else "1.0.0"
             res = fresh_result(ver, env, conf)
+            if name == "ptp":
+                res = _as_ptp(res)
         sys.stdout.write(json.dumps(res))
     sys.stdout.flush()
     if todo.get("trace"):

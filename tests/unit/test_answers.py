@@ -229,3 +229,127 @@ def test_join_ipv6_only_network_keeps_its_gateway_service():
            "ips": [{"interface": 0, "address": "fd50::5/64", "gateway": "fd50::1"}],
            "routes": [{"dst": "::/0"}]}
     assert a.join_answer(res, None) == {"GatewayIPv6": "fd50::1", "DisableGatewayService": True}
+
+
+# -- ptp: the container's subnet is reached through the host ----------------------------
+
+
+def ptp_result(version="1.0.0"):
+    """What /usr/lib/cni/ptp prints (plugins/main/ptp): the host veth, then the container's
+    interface, every address on the container's (index 1) with IPAM's gateway, and IPAM's
+    routes; the /24 via the gateway that ptp installs in the netns is not reported."""
+    return {
+        "cniVersion": version,
+        "interfaces": [{"name": "veth5c3a1e2f", "mac": "6e:1d:a2:07:95:14"},
+                       {"name": "eth0", "mac": "02:42:0a:33:00:05", "sandbox": "/run/netns/x"}],
+        "ips": [{"interface": 1, "address": "10.51.0.5/24", "gateway": "10.51.0.1"},
+                {"interface": 1, "address": "fd51::5/64", "gateway": "fd51::1"}],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+    }
+
+
+def test_join_ptp_handoff_routes_the_subnet_via_the_gateway():
+    ans = a.join_answer(ptp_result(), "pyc0123456789ab")
+    assert ans["Gateway"] == "10.51.0.1" and ans["GatewayIPv6"] == "fd51::1"
+    # Docker sets 10.51.0.5/24 on the interface, so the kernel routes 10.51.0.0/24 on the
+    # link; its two halves via the gateway are more specific and do not collide with it.
+    assert ans["StaticRoutes"] == [
+        {"Destination": "10.51.0.0/25", "RouteType": 0, "NextHop": "10.51.0.1"},
+        {"Destination": "10.51.0.128/25", "RouteType": 0, "NextHop": "10.51.0.1"},
+        {"Destination": "fd51::/65", "RouteType": 0, "NextHop": "fd51::1"},
+        {"Destination": "fd51::8000:0:0:0/65", "RouteType": 0, "NextHop": "fd51::1"},
+    ]
+
+
+def test_join_ptp_keeps_its_other_routes_and_holds_when_internal():
+    res = ptp_result()
+    res["routes"].append({"dst": "192.168.9.0/24", "gw": "10.51.0.1"})
+    ans = a.join_answer(res, "tmp", internal=True)
+    assert "Gateway" not in ans and ans["DisableGatewayService"] is True
+    assert [r["Destination"] for r in ans["StaticRoutes"]] == [
+        "192.168.9.0/24", "10.51.0.0/25", "10.51.0.128/25", "fd51::/65", "fd51::8000:0:0:0/65"]
+
+
+def test_join_ptp_direct_answers_only_the_gateway():
+    # In the container's own netns ptp's /24-via-gateway routes stay: nothing to add.
+    ans = a.join_answer(ptp_result(), None)
+    assert ans == {"Gateway": "10.51.0.1", "GatewayIPv6": "fd51::1"}
+
+
+def test_join_ptp_with_bandwidth_and_old_versions():
+    res = ptp_result("0.4.0")
+    for ipc in res["ips"]:
+        ipc["version"] = "6" if ":" in ipc["address"] else "4"
+    res["interfaces"].append({"name": "bwp1234", "mac": "aa:00:00:00:00:09"})  # bandwidth's ifb
+    routes = a.join_answer(res, "tmp")["StaticRoutes"]
+    assert routes[0] == {"Destination": "10.51.0.0/25", "RouteType": 0, "NextHop": "10.51.0.1"}
+    assert len(routes) == 4
+
+
+def test_join_on_link_results_get_no_subnet_routes():
+    # bridge (a bridge before the host veth), macvlan/ipvlan (the container's alone).
+    assert "StaticRoutes" not in a.join_answer(bridge_result(), "tmp")
+    macvlan = {"cniVersion": "1.0.0",
+               "interfaces": [{"name": "eth0", "mac": "02:42:0a:33:00:05", "sandbox": "/x"}],
+               "ips": [{"interface": 0, "address": "10.51.0.5/24", "gateway": "10.51.0.1"}],
+               "routes": [{"dst": "0.0.0.0/0"}]}
+    assert "StaticRoutes" not in a.join_answer(macvlan, "tmp")
+
+
+def test_join_ptp_edge_cases():
+    res = ptp_result()
+    res["ips"] = [{"interface": 1, "address": "10.51.0.5/32", "gateway": "10.51.0.1"},
+                  {"interface": 1, "address": "10.52.0.5/24"},  # no gateway: nothing to route via
+                  {"interface": 0, "address": "10.53.0.1/24", "gateway": "10.53.0.1"}]  # host side
+    assert "StaticRoutes" not in a.join_answer(res, "tmp")
+    res["ips"] = [{"interface": 1, "address": "10.51.0.4/31", "gateway": "10.51.0.5"}]
+    assert [r["Destination"] for r in a.join_answer(res, "tmp")["StaticRoutes"]] == [
+        "10.51.0.4/32", "10.51.0.5/32"]
+
+
+# -- CNI 1.1 result fields ------------------------------------------------------------------
+
+
+def result_110():
+    return {
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": "cni0", "mac": "aa:aa:aa:aa:aa:01", "mtu": 1450},
+                       {"name": "veth1234", "mac": "aa:aa:aa:aa:aa:02", "mtu": 1450},
+                       {"name": "eth0", "mac": "02:42:0a:32:00:05", "sandbox": "/run/netns/x",
+                        "mtu": 1450, "socketPath": "/run/vhost-user.sock",
+                        "pciID": "0000:00:1f.6"}],
+        "ips": [{"interface": 2, "address": "10.50.0.5/24", "gateway": "10.50.0.1"}],
+        "routes": [
+            {"dst": "0.0.0.0/0", "gw": "10.50.0.1", "mtu": 1400, "advmss": 1360,
+             "priority": 100, "scope": 0},
+            {"dst": "0.0.0.0/0", "gw": "10.50.0.254", "priority": 200},  # a backup
+            {"dst": "0.0.0.0/0", "gw": "10.50.0.9", "table": 100},  # sbr's table
+            {"dst": "192.168.7.0/24", "gw": "10.50.0.1", "table": 254, "priority": 5},
+            {"dst": "192.168.8.0/24", "gw": "10.50.0.7", "table": 100},
+            {"dst": "172.31.0.0/16", "scope": 253, "mtu": 9000},
+        ],
+    }
+
+
+def test_join_with_a_1_1_result():
+    res = result_110()
+    ans = a.join_answer(res, "tmp")
+    # The main table's default route with the lowest priority; sbr's table left out.
+    assert ans["Gateway"] == "10.50.0.1"
+    assert ans["StaticRoutes"] == [
+        {"Destination": "192.168.7.0/24", "RouteType": 0, "NextHop": "10.50.0.1"},
+        {"Destination": "172.31.0.0/16", "RouteType": 1},
+    ]
+    assert a.container_ips(res) == [ip("10.50.0.5/24")]
+    assert a.container_mac(res, "eth0") == "02:42:0a:32:00:05"
+    assert res == result_110()  # read, not changed: the cache keeps every field
+
+
+def test_join_1_1_priority_order_does_not_matter():
+    res = result_110()
+    res["routes"] = [{"dst": "0.0.0.0/0", "gw": "10.50.0.254", "priority": 200},
+                     {"dst": "0.0.0.0/0", "gw": "10.50.0.1", "priority": 100}]
+    assert a.join_answer(res, "tmp")["Gateway"] == "10.50.0.1"
+    res["routes"] = [{"dst": "0.0.0.0/0", "gw": "10.50.0.9", "table": 100}]
+    ans = a.join_answer(res, "tmp")
+    assert "Gateway" not in ans and ans["DisableGatewayService"] is True

@@ -335,3 +335,13 @@ def test_unknown_keys_and_capabilities_kept_in_plugin_raw():
 def test_load_only_inlined_plugins_bad_value():
     with pytest.raises(ConfigError, match="loadOnlyInlinedPlugins"):
         conflist_from_dict(bridge("n", loadOnlyInlinedPlugins="maybe"))
+
+
+def test_may_run_at():
+    from cni_runner import conflist_from_dict
+    def net(**kw):
+        return conflist_from_dict({"name": "n", "plugins": [{"type": "p"}], **kw})
+    assert net(cniVersion="1.1.0").may_run_at("1.1.0")
+    assert net(cniVersion="1.0.0", cniVersions=["1.0.0", "1.1.0"]).may_run_at("1.1.0")
+    assert not net(cniVersion="1.0.0").may_run_at("1.1.0")
+    assert not net(cniVersion="0.4.0").may_run_at("1.1.0")

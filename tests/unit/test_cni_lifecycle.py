@@ -1,5 +1,6 @@
 """ADD / DEL / CHECK / GC / STATUS ordering and cache bookkeeping (spec "Lifecycle & Ordering")."""
 
+import fcntl
 import logging
 import os
 
@@ -418,8 +419,48 @@ def test_gc_continues_past_a_failing_del(cni, caplog):
 
 def test_gc_error_from_gc_verb(cni):
     cni.plugin("p1", versions=["1.1.0"], GC={"error": {"code": 999, "msg": "gc failed"}})
+    cni.plugin("p2", versions=["1.1.0"])
     with pytest.raises(PluginError, match="gc failed"):
-        cni.runtime().gc(cni.netlist(["p1"], version="1.1.0"), [])
+        cni.runtime().gc(cni.netlist(["p1", "p2"], version="1.1.0"), [])
+    # As libcni: every plugin has its GC, the failure is reported after.
+    assert cni.verbs() == [("GC", "p1"), ("GC", "p2")]
+
+
+def test_gc_and_status_set_the_six_variables(cni):
+    cni.plugin("p1", versions=["1.1.0"])
+    net = cni.netlist(["p1"], version="1.1.0")
+    cni.runtime().gc(net, [])
+    cni.runtime().status(net)
+    for rec in cni.calls("GC") + cni.calls("STATUS"):
+        env = rec["env"]
+        assert {k: env.get(k) for k in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME",
+                                        "CNI_ARGS")} == dict.fromkeys(
+            ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS"), "")
+        assert env["CNI_PATH"] == cni.bin_dir
+
+
+def test_gc_valid_attachments_read_under_the_lock(cni):
+    cni.plugin("p1", versions=["1.1.0"])
+    net = cni.netlist(["p1"], version="1.1.0")
+    runtime = cni.runtime()
+    runtime.add(net, cni.rt("late"))  # as if added between a caller's look and the GC
+    held = []
+
+    def valid():
+        fd = os.open(os.path.join(runtime.locks.path, "host.lock"), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)  # gc holds the host lock exclusively
+        finally:
+            os.close(fd)
+        return [("late", "eth0")]
+    assert runtime.gc(net, valid) == []
+    assert held == [True]
+    (rec,) = cni.calls("GC")
+    assert rec["stdin"]["cni.dev/valid-attachments"] == [{"containerID": "late",
+                                                          "ifname": "eth0"}]
 
 
 # -- STATUS -----------------------------------------------------------------------------------
@@ -492,3 +533,22 @@ def test_host_lock_false_does_not_wait_behind_another_list(cni):
         assert done.get("free") and not done.get("locked")
     threads[1].join(10)
     assert done.get("locked")
+
+
+def test_a_1_1_result_keeps_its_fields_in_the_cache(cni):
+    res = {"cniVersion": "1.1.0",
+           "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x", "mtu": 1450,
+                           "socketPath": "/run/vhost.sock", "pciID": "0000:00:1f.6"}],
+           "ips": [{"interface": 0, "address": "10.22.0.5/16", "gateway": "10.22.0.1"}],
+           "routes": [{"dst": "0.0.0.0/0", "gw": "10.22.0.1", "mtu": 1400, "advmss": 1360,
+                       "priority": 10, "table": 254, "scope": 0}]}
+    cni.plugin("p1", versions=["1.0.0", "1.1.0"], ADD={"result": res})
+    cni.plugin("p2", versions=["1.0.0", "1.1.0"])  # passes prevResult on
+    net = cni.netlist(["p1", "p2"], version="1.1.0")
+    runtime = cni.runtime()
+    assert runtime.add(net, cni.rt()) == res
+    [p2] = cni.calls("ADD", "p2")
+    assert p2["stdin"]["prevResult"] == res
+    assert ResultCache(cni.cache_dir).load("testnet", "ctr1", "eth0").result == res
+    runtime.delete(net, cni.rt())
+    assert [r["stdin"]["prevResult"] for r in cni.calls("DEL")] == [res, res]

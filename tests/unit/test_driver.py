@@ -8,7 +8,8 @@ import pytest
 from cni_runner import PluginError
 from cnm_bridge import names
 from cnm_bridge.errors import DriverError, HostError, NotFound, UnsupportedOption
-from dockercalls import connectivity, create_endpoint, create_network, join, ref, run
+from dockercalls import (V11, connectivity, create_endpoint, create_network, join,
+                         named_network, ref, run)
 
 SANDBOX = "/var/run/docker/netns/0123456789ab"
 
@@ -112,6 +113,25 @@ def test_create_macvlan_needs_its_parent(side):
     req = create_network(options={"cni.type": "macvlan", "parent": "eth9"})
     side.driver.create_network(req)
     assert side.store.get_network(req.network_id).bridge == ""
+
+
+def test_ptp_containers_reach_each_other_through_the_host(side):
+    # Generated ptp, handed off: Docker sets 10.50.0.x/24 on eth0, so the subnet must be
+    # routed via the gateway (the host veth) or a container ARPs for its peers in vain.
+    req = create_network(options={"cni.type": "ptp"})
+    side.driver.create_network(req)
+    _, _, joined = run(side.driver, req.network_id)
+    assert "InterfaceName" in joined and joined["Gateway"] == "10.50.0.1"
+    assert joined["StaticRoutes"] == [
+        {"Destination": "10.50.0.0/25", "RouteType": 0, "NextHop": "10.50.0.1"},
+        {"Destination": "10.50.0.128/25", "RouteType": 0, "NextHop": "10.50.0.1"}]
+    # Direct (the container's own netns, Docker 28): ptp's own routes stay; only the gateway.
+    key = "/var/run/docker/netns/c0ffee"
+    side.host.add_sandbox(key)
+    _, _, joined = run(side.driver, req.network_id, "10.50.0.6/24", sandbox_key=key,
+                       options={"com.docker.network.endpoint.ifname": "eth3"})
+    assert "InterfaceName" not in joined and "StaticRoutes" not in joined
+    assert joined["Gateway"] == "10.50.0.1"
 
 
 def test_no_tuning_plugin_no_mac_setter(side):
@@ -610,3 +630,60 @@ def test_swarm_network_ids(side):
     side.driver.create_network(req)
     eid, _, _ = run(side.driver, req.network_id)
     assert side.store.get_network(req.network_id).cni_name == "pycni-q1w2e3r4t5y6"
+
+
+@pytest.mark.parametrize("code", [50, 51])
+def test_a_network_whose_plugin_cannot_add_fails_create_endpoint_before_anything(side, code):
+    for plugin in ("bridge", "portmap"):
+        side.cni.behave(plugin, versions=V11)
+    req = named_network(side)
+    side.cni.behave("bridge", versions=V11, STATUS={"error": {
+        "code": code, "msg": "bridge br-lan11 is down", "details": "link state"}})
+    side.cni.clear_calls()
+    side.host.calls.clear()
+    ep = create_endpoint(req.network_id)
+    with pytest.raises(DriverError, match=rf"'lan11' cannot add.*bridge br-lan11 is down.*"
+                                          rf"link state.*STATUS code {code}"):
+        side.driver.create_endpoint(ep)
+    # No row, no netns, no ADD: Docker has nothing to undo and nothing lingers.
+    assert side.store.get_endpoint(ep.endpoint_id) is None
+    assert side.cni.verbs() == [("STATUS", "bridge")]
+    assert not [c for c in side.host.calls if c[0] == "create_netns"]
+    # Ready again: the container starts.
+    side.cni.behave("bridge", versions=V11)
+    side.cni.clear_calls()
+    eid, _, joined = run(side.driver, req.network_id)
+    assert side.cni.verbs()[:2] == [("STATUS", "bridge"), ("STATUS", "portmap")]
+    assert ("ADD", "bridge") in side.cni.verbs() and side.store.get_endpoint(eid).state == "ready"
+
+
+def test_lists_below_1_1_are_not_asked_for_status(side):
+    for plugin in ("bridge", "portmap"):
+        side.cni.behave(plugin, versions=V11, STATUS={"error": {"code": 50, "msg": "x"}})
+    req = named_network(side, "lan10", version="1.0.0")
+    side.cni.clear_calls()
+    run(side.driver, req.network_id)
+    assert side.cni.calls("STATUS") == [] and side.cni.calls("VERSION") == []
+    gen = create_network(subnet="10.51.0.0/24", gateway="10.51.0.1")  # generated: 1.0.0
+    side.driver.create_network(gen)
+    run(side.driver, gen.network_id, "10.51.0.5/24")
+    assert side.cni.calls("STATUS") == []
+
+
+def test_a_1_1_result_through_join_and_the_store(side):
+    for plugin in ("bridge", "portmap"):
+        side.cni.behave(plugin, versions=V11)
+    req = named_network(side)
+    res = {"cniVersion": "1.1.0",
+           "interfaces": [{"name": "br-lan11", "mac": "aa:00:00:00:00:01", "mtu": 9000},
+                          {"name": "veth1", "mac": "aa:00:00:00:00:02", "mtu": 9000},
+                          {"name": "eth0", "mac": "02:42:0a:32:00:05", "mtu": 9000,
+                           "sandbox": "/x", "socketPath": "/run/s.sock", "pciID": "0000:01:00.0"}],
+           "ips": [{"interface": 2, "address": "10.50.0.5/24", "gateway": "10.50.0.1"}],
+           "routes": [{"dst": "0.0.0.0/0", "gw": "10.50.0.1", "priority": 50, "mtu": 8950,
+                       "advmss": 8910, "scope": 0, "table": 254},
+                      {"dst": "10.99.0.0/16", "gw": "10.50.0.3", "table": 7}]}
+    side.cni.behave("bridge", versions=V11, ADD={"result": res})
+    eid, _, joined = run(side.driver, req.network_id)
+    assert joined["Gateway"] == "10.50.0.1" and "StaticRoutes" not in joined
+    assert side.store.get_endpoint(eid).result == res  # every 1.1 field kept

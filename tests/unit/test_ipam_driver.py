@@ -1,8 +1,11 @@
 """ipam.py with a fake host-local (and static): pools, addresses, replays, a conflist's IPAM."""
 
+import ipaddress
+
 import pytest
 
 from cnm_bridge import protocol as p
+from cnm_bridge import routes
 from cnm_bridge.errors import DriverError, NotFound, UnsupportedOption
 
 
@@ -148,3 +151,77 @@ def test_static_pool_needs_the_address(side):
                                                   "gateway": "10.216.0.1"}]
     release(side, pid, "10.216.0.9")
     assert side.cni.calls("DEL", "static")
+
+
+def docker_requests_pool(side, **options):
+    """What dockerd does without --subnet (requestPoolHelper, ipams/remote): ask, and while
+    the answer overlaps an on-link route keep it and ask again; release what it kept once
+    a request succeeds or fails. At most 5 rounds here: pycni must end it in 2."""
+    kept, answers = [], []
+    try:
+        for _ in range(5):
+            ans = pool(side, **options)
+            answers.append(ans["PoolID"])
+            net = ipaddress.ip_network(ans["Pool"])
+            if routes.overlapping(net, side.host.onlink_routes()) is None:
+                return ans, answers
+            kept.append(ans["PoolID"])
+        raise AssertionError(f"dockerd would loop: {answers}")
+    finally:
+        for pid in kept:
+            side.ipam.release_pool(p.parse_release_pool({"PoolID": pid}))
+
+
+def test_a_routed_named_subnet_is_refused_at_the_first_request(side):
+    # podman's cni-podman0 is up with the list's subnet: Docker would ask again forever.
+    write_named(side, "podman", {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]]})
+    side.host.routes = [routes.Route(ipaddress.ip_network("10.88.0.0/16"), "cni-podman0")]
+    with pytest.raises(UnsupportedOption, match=r"on cni-podman0.*--subnet 10\.88\.0\.0/16"):
+        docker_requests_pool(side, **{"cni.network": "podman"})
+    assert side.store.pools() == []
+    assert side.cni.calls("ADD") == []
+    # With --subnet Docker skips its check: the pool is the list's.
+    assert pool(side, "10.88.0.0/16", **{"cni.network": "podman"})["Pool"] == "10.88.0.0/16"
+    # A route that does not overlap (or of the other family) changes nothing.
+    side.host.routes = [routes.Route(ipaddress.ip_network("10.89.0.0/16"), "eth1")]
+    write_named(side, "other", {"type": "host-local", "ranges": [[{"subnet": "10.90.0.0/24"}],
+                                                                 [{"subnet": "fd90::/64"}]]})
+    assert docker_requests_pool(side, **{"cni.network": "other"})[0]["Pool"] == "10.90.0.0/24"
+    six = docker_requests_pool(side, v6=True, **{"cni.network": "other"})[0]
+    assert six["Pool"] == "fd90::/64"
+
+
+def test_a_named_pool_is_never_answered_twice_without_subnet(side):
+    # The overlap Docker finds and pycni does not see (a gateway route on Docker 20.10, a
+    # nameserver): the second request of the same create must end the loop, with the fix.
+    write_named(side, "lan", {"type": "host-local", "ranges": [[{"subnet": "10.217.0.0/24"}]]})
+    first = pool(side, **{"cni.network": "lan"})  # Docker found an overlap pycni cannot see
+    with pytest.raises(UnsupportedOption,
+                       match=r"already held by pycni.*--subnet 10\.217\.0\.0/24"):
+        pool(side, **{"cni.network": "lan"})
+    # Docker then releases the pool it kept: nothing is left.
+    side.ipam.release_pool(p.parse_release_pool({"PoolID": first["PoolID"]}))
+    assert side.store.pools() == []
+    # With --subnet an already held pool is answered (Docker's replay after a restart,
+    # or a second Docker network on the same list), as before.
+    a = pool(side, "10.217.0.0/24", **{"cni.network": "lan"})
+    assert pool(side, "10.217.0.0/24", **{"cni.network": "lan"}) == a
+
+
+def test_a_global_space_pool_is_not_checked(side):
+    # Docker skips its overlap check in the global address space (swarm scope): no loop.
+    write_named(side, "lan", {"type": "host-local", "ranges": [[{"subnet": "10.218.0.0/24"}]]})
+    side.host.routes = [routes.Route(ipaddress.ip_network("10.218.0.0/24"), "br0")]
+    body = {"AddressSpace": "PycniGlobal", "Pool": "", "SubPool": "",
+            "Options": {"cni.network": "lan"}, "V6": False}
+    ans = side.ipam.request_pool(p.parse_request_pool(body))
+    assert ans["Pool"] == "10.218.0.0/24"
+
+
+def test_an_own_pool_without_subnet_is_refused_every_time(side):
+    # host-local run alone has no subnet of its own to offer: never a pool without --subnet,
+    # so never the same one twice.
+    for _ in range(2):
+        with pytest.raises(UnsupportedOption, match="needs a subnet: pass --subnet"):
+            docker_requests_pool(side)
+    assert side.store.pools() == []

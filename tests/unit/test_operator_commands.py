@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from cnm_bridge import cli, doctor, inspection, render, status
-from dockercalls import create_network, run
+from dockercalls import V11, create_network, named_network, run
 
 
 def test_render_table_json_and_template():
@@ -141,6 +141,28 @@ def test_doctor_plugins_and_conflists(side):
     assert "never used" in found["conflist 20-b.conflist"].detail
 
 
+def test_doctor_shows_each_networks_cni_status(side):
+    for plugin in ("bridge", "portmap"):
+        side.cni.behave(plugin, versions=V11)
+    nets = {name: named_network(side, name, version,
+                                [{"type": "bridge" if name != "down11" else "portmap"}])
+            for name, version in (("ok11", "1.1.0"), ("down11", "1.1.0"), ("old", "1.0.0"))}
+    side.cni.behave("portmap", versions=V11, STATUS={"error": {
+        "code": 51, "msg": "nftables table cni_hostport missing"}})
+    found = doctor.check_cni_status(side.store.networks(), side.runtime)
+    summary = found[0]
+    assert summary.ok and "ready: ok11" in summary.detail
+    assert "n/a (below CNI 1.1.0): old" in summary.detail
+    generated = create_network(subnet="10.51.0.0/24", gateway="10.51.0.1")
+    side.driver.create_network(generated)
+    [bad] = [f for f in doctor.check_cni_status(side.store.networks(), side.runtime)
+             if not f.ok]
+    assert bad.check == f"CNI STATUS down11 ({nets['down11'].network_id[:12]})"
+    assert "portmap cannot add: nftables table cni_hostport missing [code 51]" in bad.detail
+    assert "docker run" in bad.fix
+    assert doctor.check_cni_status([], side.runtime) == []
+
+
 def test_doctor_leftovers_and_state(side):
     req = create_network()
     side.driver.create_network(req)
@@ -270,11 +292,15 @@ def test_doctor_server_and_report(side, capsys, monkeypatch):
         json, format, driver = False, None, "pycni"
     monkeypatch.setattr(doctor, "check_iptables_backend", lambda: [])
     monkeypatch.setattr(doctor, "check_netfilter", lambda specs: [])
-    rc = doctor.run_doctor(side.settings, Opts(), docker=None)
+    # A stand-in dockerd that answers (docker=None would ask the host's own, if any: the
+    # outcome then depended on whether one runs and who may use its socket).
+    from cnm_bridge.dockerapi import DockerAPI
+    docker = DockerAPI(FakeClient())
+    rc = doctor.run_doctor(side.settings, Opts(), docker=docker)
     out = capsys.readouterr().out
     assert rc == 1 and "PROBLEM" in out and "not asked" in out
     Opts.json = True
-    doctor.run_doctor(side.settings, Opts(), docker=None)
+    doctor.run_doctor(side.settings, Opts(), docker=docker)
     assert json.loads(capsys.readouterr().out)[0]["check"] == "pycni serving"
 
 

@@ -5,7 +5,7 @@ import time
 
 from cni_runner import RuntimeConf, conflist_from_dict
 from cnm_bridge import protocol as p
-from dockercalls import create_endpoint, create_network, join, ref, run
+from dockercalls import V11, create_endpoint, create_network, join, named_network, ref, run
 
 
 def test_local_reinstalls_the_host_rules(side):
@@ -117,3 +117,67 @@ def test_ready_endpoint_join_and_ref_helpers_stay_consistent(side):
     with pytest.raises(NotFound):
         side.driver.join(join(req.network_id, ce.endpoint_id))
     assert os.path.isdir(side.settings.state_dir) and p.NetworkRef
+
+
+def test_collect_is_libcnis_gc_of_every_list(side):
+    for plugin in ("bridge", "portmap"):
+        side.cni.behave(plugin, versions=V11)
+    req = named_network(side)
+    live, _, _ = run(side.driver, req.network_id)
+    lost, _, _ = run(side.driver, req.network_id, address="10.50.0.6/24")
+    side.store.delete_endpoint(lost)  # a crash after ADD, before the record
+    # An IPAM handle of pycni's IPAM driver on the same list (--ipam-opt cni.network).
+    pool = side.ipam.request_pool(p.parse_request_pool({
+        "AddressSpace": "PycniLocal", "Pool": "10.50.0.0/24",
+        "Options": {"cni.network": "lan11"}}))
+    side.ipam.request_address(p.parse_request_address({"PoolID": pool["PoolID"],
+                                                       "Address": ""}))
+    [handle] = side.store.handles()
+    side.cni.clear_calls()
+
+    young = side.graph.reconciler.collect(min_age=3600)
+    assert young == {"gc_lists": 2, "gc_deleted": 0, "errors": 0}
+    [gc] = side.cni.calls("GC", "bridge")
+    assert gc["stdin"]["name"] == "lan11" and gc["stdin"]["cniVersion"] == "1.1.0"
+    # Too young to judge (an ADD may be in flight): still held.
+    held = gc["stdin"]["cni.dev/valid-attachments"]
+    assert {(a["containerID"], a["ifname"]) for a in held} == {
+        (live, "eth0"), (lost, "eth0"), (handle, "eth0")}
+
+    side.cni.clear_calls()
+    report = side.graph.reconciler.collect(min_age=0)
+    assert report == {"gc_lists": 2, "gc_deleted": 1, "errors": 0}
+    # The lost attachment is DELeted first, then every plugin of each list pycni runs
+    # (the endpoint's, the ports') gets GC with what pycni still holds on it: the live
+    # endpoint and the IPAM handle.
+    assert side.cni.verbs() == [("DEL", "bridge"), ("GC", "bridge"), ("GC", "portmap")]
+    assert {r["env"]["CNI_CONTAINERID"] for r in side.cni.calls("DEL")} == {lost}
+    [gc] = side.cni.calls("GC", "bridge")
+    valid = [{"containerID": c, "ifname": "eth0"} for c in sorted([live, handle])]
+    assert gc["stdin"]["cni.dev/valid-attachments"] == valid
+    [ports] = side.cni.calls("GC", "portmap")
+    assert ports["stdin"]["name"] == "lan11-ports"
+    assert ports["stdin"]["cni.dev/valid-attachments"] == [{"containerID": live,
+                                                            "ifname": "eth0"}]
+    assert {e.container_id for e in side.runtime.cached_attachments("lan11")} == {live, handle}
+
+
+def test_collect_below_1_1_dels_but_sends_no_gc(side):
+    req = create_network()  # generated: CNI 1.0.0
+    side.driver.create_network(req)
+    eid, _, _ = run(side.driver, req.network_id)
+    gone, _, _ = run(side.driver, req.network_id, address="10.50.0.6/24")
+    side.store.delete_endpoint(gone)
+    side.cni.clear_calls()
+    report = side.graph.reconciler.collect(min_age=0)
+    assert report["gc_deleted"] == 1 and report["errors"] == 0
+    assert side.cni.calls("GC") == []
+    assert [e.container_id for e in side.runtime.cached_attachments()] == [eid]
+
+
+def test_collect_counts_a_failing_gc(side):
+    side.cni.behave("bridge", versions=V11, GC={"error": {"code": 999, "msg": "gc broke"}})
+    side.cni.behave("portmap", versions=V11)
+    named_network(side, plugins=[{"type": "bridge"}])
+    assert side.graph.reconciler.collect(min_age=0) == {"gc_lists": 0, "gc_deleted": 0,
+                                                        "errors": 1}
