@@ -129,7 +129,10 @@ def _subnet_via_gateway(res):
     via the gateway; in a handoff Docker sets the address again (with the pool's prefix,
     which makes the kernel add that connected route back, so peers are ARPed for and
     nobody answers). A route for the same prefix via the gateway would collide with the
-    kernel's ("file exists"): the subnet's two halves are more specific and win."""
+    kernel's ("file exists"): the subnet's two halves are more specific and win. The
+    gateway itself gets a connected host route: Docker sets the default route only where
+    the route to the gateway has no next hop ("direct route for the gateway ... could not
+    be found"), and the half holding it would give it one."""
     ifaces = res.get("interfaces") or []
     out = []
     for ipc in res.get("ips") or []:
@@ -140,8 +143,11 @@ def _subnet_via_gateway(res):
         net = ipaddress.ip_interface(ipc["address"]).network
         if not gw or net.prefixlen == net.max_prefixlen:
             continue
+        on_link = ipaddress.ip_network(gw)
+        out.append({"Destination": str(on_link), "RouteType": 1})
         for half in net.subnets(prefixlen_diff=1):
-            out.append({"Destination": str(half), "RouteType": 0, "NextHop": gw})
+            if half != on_link:  # a /31's half can be the gateway's own route
+                out.append({"Destination": str(half), "RouteType": 0, "NextHop": gw})
     return out
 
 

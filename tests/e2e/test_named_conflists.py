@@ -168,3 +168,52 @@ def test_bad_options_refused(dk, pycni, option, message):
     err = docker_fails("network", "create", "-d", pycni.name, "-o", option, name)
     assert message in err
     _assert_no_network(name)
+
+
+def _ptp_pair_reach_each_other(dk, net, attach=()):
+    """Two containers of a ptp network reach each other by address and by name, and the
+    gateway; with `attach`, the second joins by `docker network connect` (direct mode)."""
+    a = dk.run("a", net)
+    if attach:
+        b = dk.run("b", "none")
+        docker("network", "disconnect", "none", b)
+        docker("network", "connect", net, b)
+    else:
+        b = dk.run("b", net)
+    ia, ib = inspect_net(a, net), inspect_net(b, net)
+    ping(dk, a, ib["IPAddress"])
+    ping(dk, b, ia["IPAddress"])
+    ping(dk, a, b)
+    ping(dk, a, ia["Gateway"])
+    return a, b
+
+
+def test_ptp_containers_reach_each_other(dk, pycni):
+    """ptp routes everything through the host: a handed-off interface gets routes via the
+    gateway for the subnet, or its peers would be ARPed for on a link nobody else is on."""
+    subnet = random_subnet()
+    net = dk.network("ptpgen", "-o", "cni.type=ptp", "--subnet", subnet)
+    nid = dk.network_id(net)
+    _ptp_pair_reach_each_other(dk, net)
+    dk.cleanup()
+    assert_nothing_left(pycni, [nid], [subnet])
+
+
+def test_ptp_conflist_containers_reach_each_other_handoff_and_direct(dk, pycni):
+    subnet = random_subnet()
+    cni_name = "ptp2-" + secrets.token_hex(4)
+    pycni.write_conf(f"40-{cni_name}.conflist", {
+        "cniVersion": "1.0.0", "name": cni_name,
+        "plugins": [{"type": "ptp", "ipMasq": True,
+                     "ipam": {"type": "host-local",
+                              "dataDir": os.path.join(pycni.root, "hostlocal"),
+                              "ranges": [[{"subnet": subnet}]],
+                              "routes": [{"dst": "0.0.0.0/0"}]}},
+                    {"type": "firewall"}]})
+    for attach in ((), ("-o", "cni.attach=direct")):
+        net = dk.network("ptpl" + str(len(attach)), "-o", f"cni.network={cni_name}",
+                         *attach, "--subnet", subnet)
+        nid = dk.network_id(net)
+        _ptp_pair_reach_each_other(dk, net, attach)
+        dk.cleanup()
+        assert_nothing_left(pycni, [nid], [subnet])

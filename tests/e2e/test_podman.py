@@ -140,7 +140,7 @@ def test_podman_and_docker_share_a_conflist(dk, pycni, podman):
         files = {os.path.basename(f) for f in support.ip_files(os.path.join(data_dir, name))}
         assert files == {p_ip}
         assert tcp_hello("127.0.0.1", p_port) == "hello-podman"
-        support.run("ping", "-c", "1", "-W", "3", p_ip)
+        assert tcp_hello(p_ip, 80) == "hello-podman"
     finally:
         dk.cleanup()
         podman("rm", "-f", "-t", "0", "pc", check=False)

@@ -253,9 +253,13 @@ def test_join_ptp_handoff_routes_the_subnet_via_the_gateway():
     assert ans["Gateway"] == "10.51.0.1" and ans["GatewayIPv6"] == "fd51::1"
     # Docker sets 10.51.0.5/24 on the interface, so the kernel routes 10.51.0.0/24 on the
     # link; its two halves via the gateway are more specific and do not collide with it.
+    # The gateway stays on the link (Docker sets the default route only through a gateway
+    # with a direct route).
     assert ans["StaticRoutes"] == [
+        {"Destination": "10.51.0.1/32", "RouteType": 1},
         {"Destination": "10.51.0.0/25", "RouteType": 0, "NextHop": "10.51.0.1"},
         {"Destination": "10.51.0.128/25", "RouteType": 0, "NextHop": "10.51.0.1"},
+        {"Destination": "fd51::1/128", "RouteType": 1},
         {"Destination": "fd51::/65", "RouteType": 0, "NextHop": "fd51::1"},
         {"Destination": "fd51::8000:0:0:0/65", "RouteType": 0, "NextHop": "fd51::1"},
     ]
@@ -267,7 +271,8 @@ def test_join_ptp_keeps_its_other_routes_and_holds_when_internal():
     ans = a.join_answer(res, "tmp", internal=True)
     assert "Gateway" not in ans and ans["DisableGatewayService"] is True
     assert [r["Destination"] for r in ans["StaticRoutes"]] == [
-        "192.168.9.0/24", "10.51.0.0/25", "10.51.0.128/25", "fd51::/65", "fd51::8000:0:0:0/65"]
+        "192.168.9.0/24", "10.51.0.1/32", "10.51.0.0/25", "10.51.0.128/25",
+        "fd51::1/128", "fd51::/65", "fd51::8000:0:0:0/65"]
 
 
 def test_join_ptp_direct_answers_only_the_gateway():
@@ -282,8 +287,9 @@ def test_join_ptp_with_bandwidth_and_old_versions():
         ipc["version"] = "6" if ":" in ipc["address"] else "4"
     res["interfaces"].append({"name": "bwp1234", "mac": "aa:00:00:00:00:09"})  # bandwidth's ifb
     routes = a.join_answer(res, "tmp")["StaticRoutes"]
-    assert routes[0] == {"Destination": "10.51.0.0/25", "RouteType": 0, "NextHop": "10.51.0.1"}
-    assert len(routes) == 4
+    assert routes[:2] == [{"Destination": "10.51.0.1/32", "RouteType": 1},
+                          {"Destination": "10.51.0.0/25", "RouteType": 0, "NextHop": "10.51.0.1"}]
+    assert len(routes) == 6
 
 
 def test_join_on_link_results_get_no_subnet_routes():
@@ -303,8 +309,9 @@ def test_join_ptp_edge_cases():
                   {"interface": 0, "address": "10.53.0.1/24", "gateway": "10.53.0.1"}]  # host side
     assert "StaticRoutes" not in a.join_answer(res, "tmp")
     res["ips"] = [{"interface": 1, "address": "10.51.0.4/31", "gateway": "10.51.0.5"}]
-    assert [r["Destination"] for r in a.join_answer(res, "tmp")["StaticRoutes"]] == [
-        "10.51.0.4/32", "10.51.0.5/32"]
+    assert a.join_answer(res, "tmp")["StaticRoutes"] == [
+        {"Destination": "10.51.0.5/32", "RouteType": 1},
+        {"Destination": "10.51.0.4/32", "RouteType": 0, "NextHop": "10.51.0.5"}]
 
 
 # -- CNI 1.1 result fields ------------------------------------------------------------------

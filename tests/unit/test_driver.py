@@ -123,6 +123,7 @@ def test_ptp_containers_reach_each_other_through_the_host(side):
     _, _, joined = run(side.driver, req.network_id)
     assert "InterfaceName" in joined and joined["Gateway"] == "10.50.0.1"
     assert joined["StaticRoutes"] == [
+        {"Destination": "10.50.0.1/32", "RouteType": 1},
         {"Destination": "10.50.0.0/25", "RouteType": 0, "NextHop": "10.50.0.1"},
         {"Destination": "10.50.0.128/25", "RouteType": 0, "NextHop": "10.50.0.1"}]
     # Direct (the container's own netns, Docker 28): ptp's own routes stay; only the gateway.
