@@ -15,6 +15,15 @@ GLOBAL_CHAINS = {
 }
 
 
+def cni_plugins_speak(version):
+    """Whether the plugin set under test (CNI_BIN_DIRS) speaks CNI `version`."""
+    import json
+    exe = os.path.join(CNI_BIN_DIRS[0], "bridge")
+    out = subprocess.run([exe], input='{"cniVersion":"0.4.0"}', capture_output=True, text=True,
+                         env={"CNI_COMMAND": "VERSION"}).stdout
+    return version in json.loads(out)["supportedVersions"]
+
+
 def run(*args, check=True, timeout=120, input=None):
     proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
                           input=input)

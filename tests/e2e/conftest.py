@@ -4,12 +4,20 @@ import subprocess
 
 import pytest
 
+import support
+
 from dockerlib import DOCKER, Docker, PycniServer, docker, make_busybox_image
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests of what only newer engines send are deselected, not skipped, on older ones:
-    they do not apply there (the engine runs them where they do)."""
+    """Tests of what only newer engines send, or only newer CNI plugins speak, are
+    deselected, not skipped, where they do not apply (the matrix runs them where they do)."""
+    cni = [i for i in items if i.get_closest_marker("cni_version")]
+    drop = [i for i in cni if support.CNI_BIN_DIRS
+            and not support.cni_plugins_speak(i.get_closest_marker("cni_version").args[0])]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [i for i in items if i not in drop]
     marked = [i for i in items if i.get_closest_marker("min_engine")]
     if not marked:
         return

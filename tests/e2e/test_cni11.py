@@ -7,21 +7,17 @@ import os
 import random
 import secrets
 import subprocess
+import sys
+
+import pytest
 
 import support
-from dockerlib import assert_nothing_left, docker, docker_fails, inspect_net, random_subnet
+from dockerlib import (IMAGE, assert_nothing_left, docker, docker_fails, inspect_net,
+                       random_subnet, serving)
 from test_driver_basics import assert_inspect_matches, ping
 from test_ports import tcp_hello
 
 SERVER = "nc -ll -p 80 -e echo hello-tcp"
-
-
-def plugins_speak(version):
-    """Whether the plugin set under test (support.CNI_BIN_DIRS) speaks `version`."""
-    exe = os.path.join(support.CNI_BIN_DIRS[0], "bridge")
-    out = subprocess.run([exe], input='{"cniVersion":"0.4.0"}', capture_output=True, text=True,
-                         env={"CNI_COMMAND": "VERSION"}).stdout
-    return version in json.loads(out)["supportedVersions"]
 
 
 def nft_ruleset():
@@ -47,7 +43,7 @@ def test_a_1_1_list_with_nftables_backends(dk, pycni):
     bridge = "pn" + secrets.token_hex(4)
     pycni.write_conf(f"20-{name}.conflist",
                      conflist(name, subnet, bridge, os.path.join(pycni.root, "hl")))
-    if not plugins_speak("1.1.0"):
+    if not support.cni_plugins_speak("1.1.0"):
         err = docker_fails("network", "create", "-d", pycni.name, "-o", f"cni.network={name}",
                            "--subnet", subnet, dk.name("nft"))
         assert "1.1.0" in err and "bridge" in err, err
@@ -90,10 +86,55 @@ def test_cni_versions_falls_back_to_what_the_plugins_speak(dk, pycni):
     net = dk.network("cvs", "-o", f"cni.network={name}", "--subnet", subnet)
     a, b = dk.run("a", net), dk.run("b", net)
     ping(dk, a, b)
-    expected = "1.1.0" if plugins_speak("1.1.0") else "1.0.0"
+    expected = "1.1.0" if support.cni_plugins_speak("1.1.0") else "1.0.0"
     cached = [json.load(open(f)) for f in support.files_under(
         os.path.join(pycni.state_dir, "cni", "results"))]
     assert {c["result"]["cniVersion"] for c in cached} == {expected}, cached
     assert inspect_net(a, net)["IPAddress"].startswith(subnet.rsplit(".", 1)[0])
     dk.cleanup()
     support.run("ip", "link", "del", bridge, check=False)
+
+
+NOT_READY = """#!/usr/bin/python3
+# A CNI 1.1 plugin that passes ADD's prevResult on and says at STATUS it cannot add.
+import json, os, sys
+cmd = os.environ.get("CNI_COMMAND")
+conf = json.load(sys.stdin)
+if cmd == "VERSION":
+    print(json.dumps({"cniVersion": "1.1.0", "supportedVersions": ["1.0.0", "1.1.0"]}))
+elif cmd == "STATUS":
+    print(json.dumps({"cniVersion": "1.1.0", "code": 50, "msg": "the uplink is down"}))
+    sys.exit(1)
+elif cmd == "ADD":
+    print(json.dumps(conf["prevResult"]))
+"""
+
+
+@pytest.mark.cni_version("1.1.0")
+def test_a_plugin_that_cannot_add_fails_docker_run_with_its_message(tmp_path):
+    """CNI 1.1 STATUS: pycni asks before it adds; nothing is made for a container that
+    cannot be added, and the user reads the plugin's own words."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(mode=0o700)
+    kind = "notready" + secrets.token_hex(3)
+    (bin_dir / kind).write_text(NOT_READY)
+    (bin_dir / kind).chmod(0o700)
+    with serving(["--bin-dir", str(bin_dir)]) as (server, dk):
+        subnet = random_subnet()
+        name = "nr-" + secrets.token_hex(4)
+        bridge = "pr" + secrets.token_hex(4)
+        conf = conflist(name, subnet, bridge, os.path.join(server.root, "hl"))
+        conf["plugins"] = conf["plugins"][:1] + [{"type": kind}]
+        server.write_conf(f"20-{name}.conflist", conf)
+        net = dk.network("nr", "-o", f"cni.network={name}", "--subnet", subnet)
+        nid = dk.network_id(net)
+        err = docker_fails("run", "--rm", "--network", net, IMAGE, "true")
+        assert "the uplink is down" in err and kind in err, err
+        status = json.loads(support.run(
+            sys.executable, "-m", "cnm_bridge.cli", "status", "--json",
+            "--state-dir", server.state_dir, "--socket", server.socket).stdout)
+        assert not [ep for n in status.get("networks", []) for ep in n.get("endpoints", [])], status
+        assert support.files_under(os.path.join(server.state_dir, "cni", "results")) == []
+        dk.cleanup()
+        support.run("ip", "link", "del", bridge, check=False)
+        assert_nothing_left(server, [nid], [subnet])
