@@ -180,7 +180,9 @@ daemon_config() {
             wrapper=$dir/runc-notime
             write_runc_wrapper "$wrapper"
             local firewall=""
-            [ "$engine" = 29nft ] && firewall='"firewall-backend": "nftables", '
+            # A fresh nftables host: forwarding off, and Docker told not to insist on it
+            # (its check refuses to start otherwise); what pycni's networks need they turn on.
+            [ "$engine" = 29nft ] && firewall='"firewall-backend": "nftables", "ip-forward": false, '
             echo "{${firewall}\"features\": {\"time-namespaces\": false},
  \"runtimes\": {\"runc-notime\": {\"path\": \"$wrapper\"}}, \"default-runtime\": \"runc-notime\"}" >"$file" ;;
         *) echo '{}' >"$file" ;;
