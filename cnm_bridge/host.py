@@ -69,6 +69,10 @@ class Host:
     def link_mac(self, name):
         return links.link_mac(name)
 
+    def link_kind(self, name):
+        """"bridge", "device", "vlan", "virtual", ...; None if the host has no such link."""
+        return links.link_kind(name)
+
     def bridge_has_ports(self, name):
         return links.bridge_has_ports(name)
 

@@ -18,6 +18,7 @@ class FakeHost:
         self.sandboxes = set()  # paths that are mounted netns (Docker's SandboxKeys)
         self.sandbox_links = {}  # SandboxKey -> {ifname: mac}
         self.links = {}  # host link -> mac
+        self.kinds = {}  # host link -> kind ("bridge", "device", "veth"); "bridge" if unset
         self.bridge_ports = {}  # bridge -> count
         self.rules = []  # installed hostrules.Rule, in order
         self.base = set()  # families whose chains and jumps are installed
@@ -89,6 +90,9 @@ class FakeHost:
 
     def link_mac(self, name):
         return self.links.get(name, "")
+
+    def link_kind(self, name):
+        return self.kinds.get(name, "bridge") if name in self.links else None
 
     def bridge_has_ports(self, name):
         return self.bridge_ports.get(name, 0) > 0

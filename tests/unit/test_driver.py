@@ -114,6 +114,35 @@ def test_create_macvlan_needs_its_parent(side):
     assert side.store.get_network(req.network_id).bridge == ""
 
 
+@pytest.mark.parametrize("link, kind", [("eth0", "device"), ("br0", "bridge")])
+def test_create_network_refuses_a_host_link_pycni_did_not_make(side, link, kind):
+    """Isolation and DROP rules would land on the host's own link."""
+    side.host.links[link] = "02:00:00:00:00:01"
+    side.host.kinds[link] = kind
+    with pytest.raises(UnsupportedOption, match=f"host link '{link}' \\({kind}\\) exists"):
+        side.driver.create_network(create_network(
+            options={"com.docker.network.bridge.name": link}))
+    assert side.store.networks() == [] and side.host.rules == []
+
+
+def test_create_network_takes_a_bridge_pycni_made(side):
+    """Its own pc-<id> left from a lost state dir, or a custom-named one another recorded
+    network uses."""
+    req = create_network()
+    own = names.bridge_name(req.network_id)
+    side.host.links[own] = side.host.links["shr0"] = "aa"
+    side.driver.create_network(req)
+    first = create_network(subnet="10.51.0.0/24", gateway="10.51.0.1",
+                           options={"com.docker.network.bridge.name": "shr0"})
+    side.host.links.pop("shr0")
+    side.driver.create_network(first)
+    side.host.links["shr0"] = "aa"  # the bridge plugin made it at the first ADD
+    second = create_network(subnet="10.52.0.0/24", gateway="10.52.0.1",
+                            options={"com.docker.network.bridge.name": "shr0"})
+    side.driver.create_network(second)
+    assert len(side.store.networks()) == 3
+
+
 def test_no_tuning_plugin_no_mac_setter(side):
     import os
     os.unlink(os.path.join(side.cni.bin_dir, "tuning"))
