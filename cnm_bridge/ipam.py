@@ -38,6 +38,7 @@ class Ipam:
         self.runtime = runtime
         self._replay_lock = threading.Lock()
         self._replayable = set()
+        self._replayable_pools = set()
 
     def capabilities(self):
         """Docker asks this when it (re)starts using the driver; replays follow.
@@ -45,9 +46,11 @@ class Ipam:
         Replay lets Docker restore pools and addresses after a live-restore
         restart. Until the next GetCapabilities, an address already held may be
         asked for once more (the replay); any other request for it is a second
-        container wanting a taken --ip, and fails.
+        container wanting a taken --ip, and fails. Likewise each pool is given back
+        once to a request for its subnet; any other such request is another network's.
         """
         with self._replay_lock:
+            self._replayable_pools = {pool.id for pool in self.store.pools()}
             self._replayable = {(pool.id, addr) for pool in self.store.pools()
                                 for addr, handle in self.store.addresses(pool.id).items()
                                 if handle != GATEWAY_HANDLE}
@@ -65,13 +68,25 @@ class Ipam:
             raise UnsupportedOption(f"unsupported --ipam-opt option(s): {', '.join(unknown)}")
         name = req.options.get(OPT_CNI_NETWORK) or ""
         pool = self._named_pool(name, req) if name else self._own_pool(req)
-        pool_id = "pycni:" + hashlib.sha256(
+        base = "pycni:" + hashlib.sha256(
             f"{req.address_space}|{pool.subnet}|{req.sub_pool}|{name}".encode()).hexdigest()[:24]
-        if self.store.get_pool(pool_id) is None:
-            pool.id = pool_id
-            self._check_overlap(ipaddress.ip_network(pool.subnet), pool_id)
+        # A pool per request: two networks with one subnet are two pools, and removing
+        # one releases only its own addresses.
+        ids = {p.id for p in self.store.pools() if p.id == base or p.id.startswith(base + "-")}
+        pool.id = self._replayed(ids)
+        if pool.id is None:
+            pool.id = next(i for i in (base if n == 0 else f"{base}-{n}"
+                                       for n in range(len(ids) + 1)) if i not in ids)
+            self._check_overlap(ipaddress.ip_network(pool.subnet), pool.id)
             self.store.put_pool(pool)
-        return {"PoolID": pool_id, "Pool": pool.subnet, "Data": {}}
+        return {"PoolID": pool.id, "Pool": pool.subnet, "Data": {}}
+
+    def _replayed(self, ids):
+        with self._replay_lock:
+            for pool_id in sorted(ids & self._replayable_pools):
+                self._replayable_pools.discard(pool_id)
+                return pool_id
+        return None
 
     def _own_pool(self, req):
         if req.pool is None:
@@ -117,8 +132,9 @@ class Ipam:
     def _check_overlap(self, subnet, pool_id):
         for pool in self.store.pools():
             other = ipaddress.ip_network(pool.subnet)
+            # The same subnet twice is allowed, as Docker allows it under a remote IPAM.
             if pool.id != pool_id and other.version == subnet.version and \
-                    other.overlaps(subnet):
+                    other.overlaps(subnet) and other != subnet:
                 raise UnsupportedOption(
                     f"subnet {subnet} overlaps {other}, already used by another pycni network")
 
@@ -213,7 +229,7 @@ class Ipam:
             if pool.gateway:
                 rng["gateway"] = pool.gateway
             ipam = {"type": "host-local", "ranges": [[rng]], "dataDir": self.settings.ipam_dir}
-        name = pool.cni_network or names.IPAM_NETWORK_PREFIX + pool.id.split(":", 1)[1][:16]
+        name = pool.cni_network or names.ipam_network_name(pool.id)
         return conflist_from_dict({"cniVersion": "1.0.0", "name": name,
                                    "plugins": [{"type": ipam["type"], "ipam": ipam}]})
 

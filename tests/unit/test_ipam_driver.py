@@ -33,7 +33,6 @@ def test_own_pool_addresses_and_release(side):
     ans = pool(side, "10.60.0.0/24")
     pid = ans["PoolID"]
     assert ans["Pool"] == "10.60.0.0/24" and pid.startswith("pycni:")
-    assert pool(side, "10.60.0.0/24")["PoolID"] == pid  # the same pool again
     assert address(side, pid, gateway=True) == "10.60.0.1/24"
     first = address(side, pid)
     assert first == "10.60.0.2/24"  # host-local never hands out the gateway
@@ -73,6 +72,44 @@ def test_replay_after_get_capabilities_only_once(side):
     assert address(side, pid, addr) == f"{addr}/24"
     with pytest.raises(UnsupportedOption, match="already in use"):
         address(side, pid, addr)
+
+
+def test_two_networks_with_one_subnet_are_two_pools(side):
+    """Docker allows it under a remote IPAM: removing one network must leave the other's
+    addresses (and host-local's record of them) alone."""
+    a, b = pool(side, "10.65.0.0/24")["PoolID"], pool(side, "10.65.0.0/24")["PoolID"]
+    assert a != b
+    for pid in (a, b):
+        address(side, pid, gateway=True)
+    first_a, first_b = address(side, a), address(side, b)
+    assert first_a == first_b == "10.65.0.2/24"  # each its own host-local network
+    names_used = {c["stdin"]["name"] for c in side.cni.calls("ADD", "host-local")}
+    assert len(names_used) == 2
+    side.ipam.release_pool(p.parse_release_pool({"PoolID": a}))
+    assert side.store.get_pool(a) is None
+    assert side.store.addresses(b) == {"10.65.0.1": "gateway",
+                                       "10.65.0.2": side.store.get_address(b, "10.65.0.2")}
+    assert len(side.runtime.cached_attachments()) == 1
+    assert [c["stdin"]["name"] for c in side.cni.calls("DEL", "host-local")] == \
+        [side.cni.calls("ADD", "host-local")[0]["stdin"]["name"]]
+    with pytest.raises(UnsupportedOption, match="10.65.0.2 is already in use"):
+        address(side, b, "10.65.0.2")
+
+
+def test_a_replayed_pool_request_gets_its_pool_back(side):
+    """Docker replays RequestPool for its networks after GetCapabilities when it starts:
+    the pool it had, once; a later request is another network's."""
+    a, b = pool(side, "10.66.0.0/24")["PoolID"], pool(side, "10.66.0.0/24")["PoolID"]
+    side.ipam.capabilities()
+    assert {pool(side, "10.66.0.0/24")["PoolID"] for _ in (a, b)} == {a, b}
+    assert pool(side, "10.66.0.0/24")["PoolID"] not in (a, b)
+
+
+def test_a_pool_of_an_older_store_keeps_its_host_local_name(side):
+    from cnm_bridge import names
+    old = "pycni:" + "ab" * 12
+    assert names.ipam_network_name(old) == "pycni-ipam-" + "ab" * 8
+    assert names.ipam_network_name(old + "-1") == "pycni-ipam-" + "ab" * 8 + "-1"
 
 
 def test_no_address_from_the_plugin(side):
