@@ -82,6 +82,9 @@ class Host:
     def clear_default_routes(self, ns_name, ifname):
         return links.clear_default_routes(netns.NetNS(ns_name), ifname)
 
+    def link_exists_in(self, ns_name, ifname):
+        return links.link_exists_in(netns.NetNS(ns_name), ifname)
+
     def link_mac_in(self, ns_name, ifname):
         return links.link_mac_in(netns.NetNS(ns_name), ifname)
 

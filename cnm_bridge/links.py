@@ -161,5 +161,9 @@ def clear_default_routes(ns, ifname):
     return ns.run(_clear_default_routes, ifname)
 
 
+def link_exists_in(ns, ifname):
+    return ns.run(_index, ifname) is not None
+
+
 def link_mac_in(ns, ifname):
     return ns.run(rtnl.link_mac, ifname)

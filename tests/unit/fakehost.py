@@ -110,6 +110,9 @@ class FakeHost:
         self.cleared_routes.append((ns_name, ifname))
         return [2]
 
+    def link_exists_in(self, ns_name, ifname):
+        return ifname in self.netns.get(ns_name, {})
+
     def link_mac_in(self, ns_name, ifname):
         return self.netns.get(ns_name, {}).get(ifname, "")
 

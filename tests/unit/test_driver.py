@@ -325,6 +325,19 @@ def test_join_direct_with_the_interface_name_asked_for(side, net):
     assert side.store.get_endpoint(eid).ifname == "lan0"
 
 
+def test_join_direct_refuses_an_interface_name_the_container_has(side, net):
+    """Docker's eth0 is there: the ADD would fail, and its cleanup DEL (CNI_IFNAME=eth0)
+    would delete the container's own interface. Nothing runs."""
+    side.host.add_sandbox(SANDBOX, ifnames=["eth0"])
+    req = create_endpoint(net, options={"com.docker.network.endpoint.ifname": "eth0"})
+    side.driver.create_endpoint(req)
+    with pytest.raises(UnsupportedOption, match="'eth0' already exists in the container"):
+        side.driver.join(join(net, req.endpoint_id, SANDBOX))
+    assert side.cni.verbs() == []
+    assert "eth0" in side.host.sandbox_links[SANDBOX]
+    assert side.store.get_endpoint(req.endpoint_id).state == "created"
+
+
 def test_join_handoff_ignores_an_interface_name(side, net):
     eid, _, _ = run(side.driver, net, options={"com.docker.network.endpoint.ifname": "lan0"})
     assert side.store.get_endpoint(eid).ifname == "eth0"
