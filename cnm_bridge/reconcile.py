@@ -53,8 +53,8 @@ class Reconciler:
                     # Made before a reboot: the container's interface is gone and Docker
                     # will not send DeleteEndpoint. Release what CNI holds.
                     self._try(report, "lost", self.attachments.release, ep.id)
-                elif ep.state in ("creating", "deleting") and ep.created_unix <= cutoff:
-                    self._try(report, "half_made", self.attachments.release, ep.id)
+                elif ep.state in ("creating", "deleting") and ep.changed_unix <= cutoff:
+                    self._try(report, "half_made", self.attachments.release, ep.id, cutoff)
             self._orphans(report, min_age)
         self._log("local", report)
         return report
@@ -96,16 +96,18 @@ class Reconciler:
                     continue
                 live = {c.get("EndpointID") for c in (info.get("Containers") or {}).values()}
                 for ep in self.store.endpoints(spec.id):
-                    if ep.id in live or ep.state != "ready" or ep.created_unix > cutoff:
+                    # Judged by the last state change: an endpoint that joined just now
+                    # is starting, and dockerd lists it only once its container runs.
+                    if ep.id in live or ep.state != "ready" or ep.changed_unix > cutoff:
                         continue
-                    self._try(report, "endpoints", self.attachments.release, ep.id)
+                    self._try(report, "endpoints", self.attachments.release, ep.id, cutoff)
         self._log("docker", report)
         return report
 
     def _try(self, report, key, fn, *args):
         try:
-            fn(*args)
-            report[key] += 1
+            if fn(*args) is not False:
+                report[key] += 1
         except (CNIError, DriverError, HostError, OSError) as e:
             report["errors"] += 1
             log.warning("reconcile: %s failed: %s", key, e)

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 
+from .errors import NotFound
 from .netspec import NetworkSpec, legacy
 
 SCHEMA = """
@@ -58,6 +59,9 @@ ADDED_COLUMNS = [
     ("endpoints", "addresses", "TEXT NOT NULL DEFAULT '[]'"),
     ("endpoints", "mac_given", "INTEGER NOT NULL DEFAULT 0"),
     ("endpoints", "sandbox_key", "TEXT NOT NULL DEFAULT ''"),
+    # When the state last changed (julianday): gc judges an endpoint's age by it, not
+    # by CreateEndpoint's time; older rows take their creation time.
+    ("endpoints", "changed", "REAL NOT NULL DEFAULT 0"),
 ]
 ENDPOINT_STATES = ("created", "creating", "ready", "deleting")
 
@@ -84,6 +88,7 @@ class Endpoint:
     ports: list = field(default_factory=list)
     sandbox_key: str = ""
     created_unix: float = field(default=0.0, compare=False)
+    changed_unix: float = field(default=0.0, compare=False)  # the last state change
 
 
 @dataclass
@@ -141,6 +146,7 @@ class Store:
             have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        db.execute("UPDATE endpoints SET changed=created WHERE changed=0")
 
     def _rewrite_legacy_networks(self):
         """The first release's networks table (a column per field) -> one spec per row."""
@@ -197,7 +203,7 @@ class Store:
         """When the network was recorded (seconds since the epoch), or None."""
         with self._conn() as db:
             row = db.execute("SELECT created FROM networks WHERE id=?", (network_id,)).fetchone()
-        return (row["created"] - 2440587.5) * 86400.0 if row else None
+        return _unix(row["created"]) if row else None
 
     def delete_network(self, network_id):
         with self._conn() as db:
@@ -210,22 +216,31 @@ class Store:
             db.execute(
                 "INSERT INTO endpoints (id, network_id, state, netns, tmp_ifname, ifname, mode,"
                 " addresses, mac, mac_given, cni_args, cap_args, result, boot_id, ports,"
-                " sandbox_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " sandbox_key, changed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                " julianday('now'))",
                 (e.id, e.network_id, e.state, e.netns, e.tmp_ifname, e.ifname, e.mode,
                  json.dumps(e.addresses), e.mac, int(e.mac_given), json.dumps(e.cni_args),
                  json.dumps(e.cap_args), json.dumps(e.result) if e.result else None,
                  e.boot_id, json.dumps(e.ports), e.sandbox_key))
 
     def update_endpoint(self, e):
+        """Raises NotFound if the row is gone: a teardown removed it meanwhile, and a
+        writer that went on would answer Docker for an endpoint nothing holds."""
         with self._conn() as db:
-            db.execute(
+            # SET's expressions read the row as it was: `state=?` is the old state.
+            cur = db.execute(
                 "UPDATE endpoints SET state=?, netns=?, tmp_ifname=?, ifname=?, mode=?,"
-                " mac=?, cni_args=?, cap_args=?, result=?, ports=?, sandbox_key=?, boot_id=?"
+                " mac=?, cni_args=?, cap_args=?, result=?, ports=?, sandbox_key=?, boot_id=?,"
+                " changed=CASE WHEN state=? THEN changed ELSE julianday('now') END"
                 " WHERE id=?",
                 (e.state, e.netns, e.tmp_ifname, e.ifname, e.mode, e.mac,
                  json.dumps(e.cni_args), json.dumps(e.cap_args),
                  json.dumps(e.result) if e.result else None, json.dumps(e.ports),
-                 e.sandbox_key, e.boot_id, e.id))
+                 e.sandbox_key, e.boot_id, e.state, e.id))
+            if cur.rowcount == 0:
+                raise NotFound(f"endpoint {e.id[:12]} was removed meanwhile (a teardown: "
+                               f"`docker network rm`, or `pycni gc`); start the container "
+                               f"again")
 
     def get_endpoint(self, endpoint_id):
         with self._conn() as db:
@@ -335,4 +350,8 @@ def _endpoint(row):
                     result=json.loads(row["result"]) if row["result"] else None,
                     boot_id=row["boot_id"], ports=json.loads(row["ports"]),
                     sandbox_key=row["sandbox_key"],
-                    created_unix=(row["created"] - 2440587.5) * 86400.0)
+                    created_unix=_unix(row["created"]), changed_unix=_unix(row["changed"]))
+
+
+def _unix(julianday):
+    return (julianday - 2440587.5) * 86400.0

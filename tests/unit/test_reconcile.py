@@ -117,3 +117,63 @@ def test_ready_endpoint_join_and_ref_helpers_stay_consistent(side):
     with pytest.raises(NotFound):
         side.driver.join(join(req.network_id, ce.endpoint_id))
     assert os.path.isdir(side.settings.state_dir) and p.NetworkRef
+
+
+def test_gc_judges_age_by_the_last_state_change(side):
+    """An endpoint created long ago that joined just now is starting: dockerd does not
+    list it yet, and gc leaves it."""
+    req = create_network()
+    side.driver.create_network(req)
+    ce = create_endpoint(req.network_id)
+    side.driver.create_endpoint(ce)
+    side.store._db.execute("UPDATE endpoints SET created=created-1, changed=changed-1")
+    side.driver.join(join(req.network_id, ce.endpoint_id))
+    docker = FakeDocker({req.network_id: {"Containers": {}}})
+    assert side.graph.reconciler.with_docker(docker)["endpoints"] == 0
+    assert side.store.get_endpoint(ce.endpoint_id).state == "ready"
+
+
+def test_teardown_waits_for_an_attach_in_flight(side, monkeypatch):
+    """Join holds the endpoint's lock across the ADD: a gc teardown started meanwhile
+    waits, and finds the endpoint as attach left it."""
+    import threading
+    req = create_network()
+    side.driver.create_network(req)
+    ce = create_endpoint(req.network_id)
+    side.driver.create_endpoint(ce)
+    real_add, seen = side.runtime.add, {}
+
+    def add(*a, **kw):
+        t = threading.Thread(target=side.attachments.release, args=(ce.endpoint_id,))
+        t.start()
+        t.join(0.5)
+        seen["blocked"] = t.is_alive()
+        seen["thread"] = t
+        return real_add(*a, **kw)
+    monkeypatch.setattr(side.runtime, "add", add)
+    side.driver.join(join(req.network_id, ce.endpoint_id))
+    seen["thread"].join(30)
+    assert seen["blocked"]
+    assert side.store.get_endpoint(ce.endpoint_id) is None
+    assert side.runtime.cached_attachments() == []  # the teardown DELeted what ADD made
+
+
+def test_attach_fails_when_its_row_is_gone(side, monkeypatch):
+    """A row removed under an attach (a store shared with an older gc) is an error, and
+    what the ADD made is undone: Docker must not be told the endpoint joined."""
+    import pytest
+    from cnm_bridge.errors import NotFound
+    req = create_network()
+    side.driver.create_network(req)
+    ce = create_endpoint(req.network_id)
+    side.driver.create_endpoint(ce)
+    real_add = side.runtime.add
+
+    def add(*a, **kw):
+        out = real_add(*a, **kw)
+        side.store.delete_endpoint(ce.endpoint_id)
+        return out
+    monkeypatch.setattr(side.runtime, "add", add)
+    with pytest.raises(NotFound, match="removed meanwhile"):
+        side.driver.join(join(req.network_id, ce.endpoint_id))
+    assert side.runtime.cached_attachments() == []

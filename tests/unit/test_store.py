@@ -3,6 +3,7 @@
 import os
 import stat
 import threading
+import time
 
 import pytest
 
@@ -302,3 +303,40 @@ def test_many_threads_and_a_failed_transaction(store, tmp_path):
     assert len(store.addresses("p")) == 16 * 20
     other = Store(store.path)  # as `pycni gc` opens it
     assert len(other.addresses("p")) == 16 * 20 and other.get_network(NID) == network()
+
+
+def test_update_of_a_removed_endpoint_is_an_error(store):
+    """A teardown removed the row meanwhile: the writer must not think it recorded."""
+    from cnm_bridge.errors import NotFound
+    e = endpoint()
+    store.add_endpoint(e)
+    store.delete_endpoint(e.id)
+    with pytest.raises(NotFound, match="removed meanwhile"):
+        store.update_endpoint(e)
+
+
+def test_an_endpoints_age_is_its_last_state_change(store):
+    e = endpoint()
+    store.add_endpoint(e)
+    store._db.execute("UPDATE endpoints SET created=created-1, changed=changed-1")
+    first = store.get_endpoint(e.id)
+    assert abs(first.changed_unix - first.created_unix) < 1
+    e.mac = "02:42:0a:05:00:09"
+    store.update_endpoint(e)  # no state change: the age stands
+    assert store.get_endpoint(e.id).changed_unix == first.changed_unix
+    e.state = "ready"
+    store.update_endpoint(e)
+    assert time.time() - store.get_endpoint(e.id).changed_unix < 60
+
+
+def test_an_older_store_gets_state_change_times(tmp_path):
+    import sqlite3
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path)
+    db.executescript(OLD_NETWORKS)
+    db.execute("INSERT INTO endpoints (id, network_id, state, netns, tmp_ifname, created) "
+               "VALUES (?,?,?,?,?,julianday('now')-1)", (EID, NID, "ready", "n", "t"))
+    db.commit()
+    db.close()
+    ep = Store(path).get_endpoint(EID)
+    assert ep.changed_unix == ep.created_unix < time.time() - 3600
