@@ -93,7 +93,12 @@ def main(argv=None):
         return 2
     if opts.command == "serve":
         from .server import serve
-        serve(s, _app_factory(s))
+        from .serverlock import AlreadyServing
+        try:
+            serve(s, _app_factory(s))
+        except AlreadyServing as e:
+            print(e, file=sys.stderr)
+            return 2
         return 0
     if opts.command == "ports":
         from .portlist import print_ports
