@@ -167,8 +167,8 @@ class Store:
                            (spec.id, json.dumps(spec.to_json()), created))
             db.execute("DROP TABLE networks_legacy")
 
-    def _conn(self):
-        return _Tx(self._db, self._lock)
+    def _conn(self, durable=False):
+        return _Tx(self._db, self._lock, durable)
 
     def _connect(self):
         # Other processes (`pycni gc`, a second server on the same dir) still share the
@@ -176,8 +176,10 @@ class Store:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                              check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
-        # WAL with synchronous=NORMAL is crash-safe (no corruption); a power
-        # cut may lose the last commit, which reconciliation then redoes.
+        # WAL with synchronous=NORMAL is crash-safe (no corruption); a power cut may
+        # lose the last commits, which reconciliation then redoes for endpoints.
+        # Networks and pools cannot be redone (Docker never sends CreateNetwork again):
+        # their commits are durable (_Tx durable, synchronous=FULL).
         db.execute("PRAGMA synchronous=NORMAL")
         db.row_factory = sqlite3.Row
         return db
@@ -185,7 +187,7 @@ class Store:
     # -- networks -------------------------------------------------------------
 
     def add_network(self, spec):
-        with self._conn() as db:
+        with self._conn(durable=True) as db:
             db.execute("INSERT INTO networks (id, spec) VALUES (?,?)",
                        (spec.id, json.dumps(spec.to_json())))
 
@@ -263,7 +265,7 @@ class Store:
     # -- IPAM -----------------------------------------------------------------
 
     def put_pool(self, pool):
-        with self._conn() as db:
+        with self._conn(durable=True) as db:
             db.execute("INSERT OR REPLACE INTO ipam_pools (id, data) VALUES (?,?)",
                        (pool.id, json.dumps(pool.to_json())))
 
@@ -315,15 +317,21 @@ class _Tx:
     """`with store._conn() as db`: one transaction, committed or rolled back, while this
     process's other threads wait on the lock."""
 
-    def __init__(self, db, lock):
+    def __init__(self, db, lock, durable=False):
         self.db = db
         self.lock = lock
+        self.durable = durable
 
     def __enter__(self):
         self.lock.acquire()
         try:
+            if self.durable:
+                # Set outside a transaction (SQLite refuses it inside one): this commit
+                # fsyncs the WAL before it returns.
+                self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("BEGIN IMMEDIATE")
         except BaseException:
+            self._normal()
             self.lock.release()
             raise
         return self.db
@@ -332,8 +340,13 @@ class _Tx:
         try:
             self.db.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
+            self._normal()
             self.lock.release()
         return False
+
+    def _normal(self):
+        if self.durable:
+            self.db.execute("PRAGMA synchronous=NORMAL")
 
 
 def _network(row):

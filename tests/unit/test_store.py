@@ -340,3 +340,27 @@ def test_an_older_store_gets_state_change_times(tmp_path):
     db.close()
     ep = Store(path).get_endpoint(EID)
     assert ep.changed_unix == ep.created_unix < time.time() - 3600
+
+
+def test_networks_and_pools_are_on_disk_when_recorded(store):
+    """A power cut must not lose what Docker never sends again (CreateNetwork) or keeps
+    only by id (RequestPool): those commits sync the WAL (synchronous=FULL); the
+    endpoints' many writes keep NORMAL, whose last commits a power cut may lose."""
+    seen = []
+    store._db.set_trace_callback(seen.append)
+
+    def level_at(statement_start):
+        level = "NORMAL"
+        for s in seen:
+            if s.upper().startswith("PRAGMA SYNCHRONOUS="):
+                level = s.split("=", 1)[1].strip().upper()
+            if s.startswith(statement_start):
+                return level
+        raise AssertionError(f"no {statement_start} among {seen}")
+    store.add_network(network())
+    store.put_pool(Pool(id="pycni:p", subnet="10.6.0.0/16"))
+    store.add_endpoint(endpoint())
+    assert level_at("INSERT INTO networks") == "FULL"
+    assert level_at("INSERT OR REPLACE INTO ipam_pools") == "FULL"
+    assert level_at("INSERT INTO endpoints") == "NORMAL"
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL again
