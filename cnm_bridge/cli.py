@@ -85,21 +85,28 @@ def main(argv=None):
     if opts.command == "doctor":
         from .doctor import run_doctor
         return run_doctor(s, opts)
-    from .security import UnsafeSetup, check_dirs, prepare_state_dir
+    from . import security
     try:
-        prepare_state_dir(s) if opts.command == "serve" else check_dirs(s)
-    except UnsafeSetup as e:
+        security.prepare_state_dir(s) if opts.command == "serve" else security.check_dirs(s)
+    except security.UnsafeSetup as e:
         print(e, file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"pycni: cannot prepare the state dir {s.state_dir}: {e.strerror or e}; pycni "
+              f"needs it writable: remount its file system read-write, or give --state-dir "
+              f"(PYCNI_STATE_DIR) on a writable one", file=sys.stderr)
+        return 2
     if opts.command == "serve":
-        from .server import serve
-        from .serverlock import AlreadyServing
-        try:
-            serve(s, _app_factory(s))
-        except AlreadyServing as e:
-            print(e, file=sys.stderr)
-            return 2
-        return 0
+        return _serve(s)
+    from .store import StoreUnusable
+    try:
+        return _operator_command(s, opts)
+    except StoreUnusable as e:
+        print(f"pycni {opts.command}: {e}", file=sys.stderr)
+        return 1
+
+
+def _operator_command(s, opts):
     if opts.command == "ports":
         from .portlist import print_ports
         return print_ports(s)
@@ -109,6 +116,21 @@ def main(argv=None):
     if opts.command in ("inspect", "check"):
         return _inspection(s, opts)
     return gc(s, opts.min_age)
+
+
+def _serve(settings):
+    from .server import serve, store_problem
+    from .serverlock import AlreadyServing
+    problem = store_problem(settings)
+    if problem:
+        print(f"pycni refuses to start: {problem}", file=sys.stderr)
+        return 2
+    try:
+        serve(settings, _app_factory(settings))
+    except AlreadyServing as e:
+        print(e, file=sys.stderr)
+        return 2
+    return 0
 
 
 def _inspection(settings, opts):

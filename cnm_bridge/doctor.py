@@ -246,6 +246,18 @@ def check_state_dirs(settings):
     return [Finding("dir permissions", True, "state, conf and plugin dirs are root's only")]
 
 
+def check_store(settings):
+    """The store opens and SQLite's quick_check passes."""
+    from .store import Store, StoreUnusable
+    if not os.path.exists(settings.db_path):
+        return [Finding("store", True, f"no store yet at {settings.db_path} (made at start)")]
+    try:
+        Store(settings.db_path).verify()
+    except StoreUnusable as e:
+        return [Finding("store", False, f"{e.path}: {e.reason}", e.fix)]
+    return [Finding("store", True, f"{settings.db_path} opens and checks ok")]
+
+
 def check_forgotten(store, docker):
     if docker is None:
         return []
@@ -320,7 +332,9 @@ def diagnose(settings, docker, driver, prober=None):
     findings += check_swarm(docker, settings)
     findings += check_plugins(settings, prober) + check_conflists(settings, prober)
     findings += check_state_dirs(settings) + check_iptables_backend()
-    if os.path.exists(settings.db_path):
+    store_findings = check_store(settings)
+    findings += store_findings
+    if all(f.ok for f in store_findings) and os.path.exists(settings.db_path):
         store = Store(settings.db_path)
         findings += check_netfilter(store.networks()) + check_forgotten(store, docker)
         findings += check_leftovers(store, _host_links(), _host_netns())

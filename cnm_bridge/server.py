@@ -10,6 +10,8 @@ the socket root-only.
 
 import logging
 import os
+import subprocess
+import sys
 
 from gunicorn import sock
 from gunicorn.app.base import BaseApplication
@@ -84,6 +86,28 @@ def _drain_deleter(worker):
     graph = getattr(getattr(worker, "wsgi", None), "config", {}).get("graph")
     if graph is not None:
         graph.attachments.drain(timeout=20)
+
+
+def store_problem(settings):
+    """Why the store cannot be used ("" if it can), in one line: checked before gunicorn
+    starts, so that a damaged or unwritable store stops `pycni serve` with the file and
+    the fix, not a worker failing to boot again and again. Checked in a child process:
+    the master never loads SQLite or the app's modules, and stays small."""
+    code = ("import sys\n"
+            "from cnm_bridge.store import Store, StoreUnusable\n"
+            "try:\n"
+            "    Store(sys.argv[1]).verify()\n"
+            "except StoreUnusable as e:\n"
+            "    print(e)\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, settings.db_path],
+                              capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"cannot check the store {settings.db_path}: {e}"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"cannot check the store {settings.db_path}: {last}"
+    return proc.stdout.strip()
 
 
 def serve(settings, factory, threads=16):

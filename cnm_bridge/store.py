@@ -119,9 +119,55 @@ class Pool:
                    range=doc.get("range") or {}, gateway=doc.get("gateway") or "")
 
 
+class StoreUnusable(Exception):
+    """The store cannot be opened or written: `reason` says why, `fix` what to do."""
+
+    def __init__(self, path, reason, fix):
+        super().__init__(f"the store {path}: {reason}; {fix}")
+        self.path, self.reason, self.fix = path, reason, fix
+
+
+DAMAGED = ("not a database", "malformed", "corrupt")
+
+
+def unusable(path, error):
+    """StoreUnusable for an error met opening or writing the store."""
+    text = getattr(error, "strerror", None) or str(error)
+    if any(word in str(error) for word in DAMAGED):
+        return StoreUnusable(
+            path, f"it is damaged ({text})",
+            f"move it aside (mv {path} {path}.damaged, and its -wal and -shm files) and "
+            f"start pycni again: its new store is empty, so pycni forgets the networks it "
+            f"made (docker network rm and create them again) and their endpoints (restart "
+            f"their containers)")
+    return StoreUnusable(
+        path, f"it cannot be opened for writing ({text})",
+        "pycni needs its state dir writable: remount its file system read-write, free "
+        "space on it, or give --state-dir (PYCNI_STATE_DIR) on a writable one")
+
+
 class Store:
     def __init__(self, path):
+        """Raises StoreUnusable, naming the file and the fix, if it cannot be used."""
         self.path = path
+        try:
+            self._open()
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise unusable(path, e) from None
+
+    def verify(self):
+        """SQLite's quick_check of every page: a damage the open did not meet."""
+        try:
+            with self._conn() as db:
+                found = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise unusable(self.path, e) from None
+        if found != ["ok"]:
+            raise unusable(self.path, sqlite3.DatabaseError(
+                "database disk image is malformed: " + "; ".join(found[:3])))
+
+    def _open(self):
+        path = self.path
         parent = os.path.dirname(path)
         if parent:
             os.makedirs(parent, mode=0o700, exist_ok=True)

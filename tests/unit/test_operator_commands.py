@@ -363,3 +363,23 @@ def test_app_and_server_wiring(side, monkeypatch):
     server._request_done(worker, None, {}, None)
     assert worker.pycni_trimmer.due_in() is not None
     worker.pycni_trimmer.stop()
+
+
+def test_a_damaged_store_in_status_and_doctor(tmp_path, capsys, no_dockerd):
+    """No traceback: status says it cannot read the store and why, doctor has a finding."""
+    from cnm_bridge.settings import Settings
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "pycni.db").write_bytes(b"\x00garbage" * 512)
+    s = Settings(conf_dir=str(tmp_path), state_dir=str(state), bin_dirs=[str(tmp_path)],
+                 socket=str(tmp_path / "no.sock"))
+
+    class Opts:
+        json, format = False, None
+    assert status.run_status(s, Opts()) == 1
+    out = capsys.readouterr()
+    assert f"cannot read the store {s.db_path}" in out.err and "damaged" in out.err
+    [f] = doctor.check_store(s)
+    assert not f.ok and s.db_path in f.detail and "move it aside" in f.fix
+    os.unlink(s.db_path)
+    assert doctor.check_store(s) == [] or doctor.check_store(s)[0].ok

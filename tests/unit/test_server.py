@@ -77,3 +77,32 @@ def test_serve_takes_the_lock_before_it_binds(short_dir, monkeypatch):
     live.close()
     server.serve(s, factory=None)
     assert ran == [[f"unix:{s.socket}"]]
+
+
+def test_serve_names_a_damaged_store_in_one_line(short_dir, monkeypatch, capsys):
+    """Not a worker failing to boot, again and again: one line, the file and the fix."""
+    from cnm_bridge import cli
+    state = os.path.join(short_dir, "state")
+    os.makedirs(state, mode=0o700)
+    with open(os.path.join(state, "pycni.db"), "wb") as f:
+        f.write(b"\x01not sqlite" * 400)
+    ran = []
+    monkeypatch.setattr(server._Server, "run", lambda self: ran.append(1))
+    rc = cli.main(["serve", "--state-dir", state, "--conf-dir", short_dir,
+                   "--bin-dir", short_dir, "--socket", os.path.join(short_dir, "p.sock")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and ran == [] and len(err.splitlines()) == 1
+    assert os.path.join(state, "pycni.db") in err and "move it aside" in err
+
+
+def test_serve_names_an_unwritable_state_dir(short_dir, monkeypatch, capsys):
+    import errno
+    from cnm_bridge import cli, security
+
+    def read_only(settings):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), settings.state_dir)
+    monkeypatch.setattr(security, "prepare_state_dir", read_only)
+    rc = cli.main(["serve", "--state-dir", os.path.join(short_dir, "s"), "--conf-dir",
+                   short_dir, "--bin-dir", short_dir, "--socket", os.path.join(short_dir, "p")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Read-only file system" in err

@@ -364,3 +364,32 @@ def test_networks_and_pools_are_on_disk_when_recorded(store):
     assert level_at("INSERT OR REPLACE INTO ipam_pools") == "FULL"
     assert level_at("INSERT INTO endpoints") == "NORMAL"
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL again
+
+
+def garbage(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(bytes(range(256)) * 16)
+
+
+def test_a_damaged_store_is_named_with_the_fix(tmp_path):
+    from cnm_bridge.store import StoreUnusable
+    path = str(tmp_path / "state" / "pycni.db")
+    garbage(path)
+    with pytest.raises(StoreUnusable) as e:
+        Store(path)
+    msg = str(e.value)
+    assert path in msg and "damaged" in msg and f"mv {path} {path}.damaged" in msg
+    assert "forgets" in msg and "\n" not in msg
+
+
+def test_an_unwritable_store_is_named(tmp_path, monkeypatch):
+    import errno
+    from cnm_bridge.store import StoreUnusable
+    path = str(tmp_path / "state" / "pycni.db")
+
+    def read_only(*a, **kw):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(StoreUnusable, match=r"the store .*: it cannot be opened for writing \(Read-only file system\)"):
+        Store(path)
