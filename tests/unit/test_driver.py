@@ -104,6 +104,18 @@ def test_create_named_network_errors(side):
                                               space="PycniLocal"))
 
 
+@pytest.mark.parametrize("value", [5, ["br0"], "a" * 16, "br 0"])
+def test_a_conflist_with_a_bad_bridge_name_is_a_config_error(side, value):
+    side.cni.write_conf("10-badbr.conflist", {
+        "cniVersion": "1.0.0", "name": "badbr",
+        "plugins": [{"type": "bridge", "bridge": value,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.50.0.0/24"}]]}}]})
+    with pytest.raises(UnsupportedOption, match="CNI network 'badbr': the bridge plugin's "
+                                                "\"bridge\" must be an interface name"):
+        side.driver.create_network(create_network(options={"cni.network": "badbr"}))
+    assert side.store.networks() == [] and side.host.rules == []
+
+
 def test_create_macvlan_needs_its_parent(side):
     with pytest.raises(UnsupportedOption, match="parent interface 'eth9' does not exist"):
         side.driver.create_network(create_network(options={"cni.type": "macvlan",
