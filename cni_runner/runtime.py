@@ -270,15 +270,18 @@ class CNIRuntime:
             return []  # as libcni: disableGC means no garbage collection at all
         valid = {(c, i) for c, i in valid_attachments}
         removed, failures = [], []
-        with self._host(exclusive=True):
-            for entry in self.cache.entries(conflist.name):
-                key = (entry.container_id, entry.ifname)
-                if key in valid:
-                    continue
+        stale = [(e.container_id, e.ifname) for e in self.cache.entries(conflist.name)
+                 if (e.container_id, e.ifname) not in valid]
+        # As ADD and DEL: the attachments' locks first, then the host lock.
+        with self.locks.attachments([(conflist.name, c, i) for c, i in stale]), \
+                self._host(exclusive=True):
+            for key in stale:
+                entry = self.cache.load(conflist.name, *key)
+                if entry is None:
+                    continue  # DELeted before we held its lock
                 rt = RuntimeConf.from_cache(entry)
                 try:
-                    with self.locks.attachment(conflist.name, rt.container_id, rt.ifname):
-                        self._delete(conflist, rt)
+                    self._delete(conflist, rt)
                     removed.append(key)
                 except Exception as e:
                     failures.append(f"{entry.container_id}/{entry.ifname}: {e}")
