@@ -159,7 +159,7 @@ class Ipam:
             raise UnsupportedOption(f"address {req.address} is not in subnet {subnet}")
         if req.gateway:
             return self._gateway(pool, subnet, req.address)
-        if req.address is not None and self.store.get_address(pool.id, str(req.address)):
+        if req.address is not None and self._held(pool, str(req.address)):
             with self._replay_lock:
                 replay = (pool.id, str(req.address)) in self._replayable
                 self._replayable.discard((pool.id, str(req.address)))
@@ -182,6 +182,21 @@ class Ipam:
             raise DriverError(f"{pool.kind} returned no address of {subnet}")
         self.store.add_address(pool.id, str(ips[0].ip), handle)
         return {"Address": f"{ips[0].ip}/{subnet.prefixlen}", "Data": {}}
+
+    def _held(self, pool, address):
+        """Whether the store's row for an address stands for a live allocation. A row
+        whose CNI attachment is gone (its DEL ran, the row's removal did not: a crash, a
+        gc of orphans) holds nothing: it goes, and the address is free."""
+        handle = self.store.get_address(pool.id, address)
+        if handle is None:
+            return False
+        if handle == GATEWAY_HANDLE or self.runtime.has_attachment(self._cni_name(pool),
+                                                                   handle, "eth0"):
+            return True
+        log.warning("pool %s: address %s had a record but no CNI attachment; freed",
+                    pool.id, address)
+        self.store.delete_address(pool.id, address)
+        return False
 
     def _gateway(self, pool, subnet, asked):
         """The gateway's address: the conflist's (named pools), else --gateway or the
@@ -214,6 +229,10 @@ class Ipam:
                                                                         "eth0"))
         self.store.delete_address(pool.id, address)
 
+    @staticmethod
+    def _cni_name(pool):
+        return pool.cni_network or names.ipam_network_name(pool.id)
+
     def _conflist(self, pool, static_address=None):
         """A one-plugin list: the IPAM plugin alone, as Docker's address authority.
         (Run alone, an IPAM plugin still reads its settings from the "ipam" key.)"""
@@ -229,8 +248,7 @@ class Ipam:
             if pool.gateway:
                 rng["gateway"] = pool.gateway
             ipam = {"type": "host-local", "ranges": [[rng]], "dataDir": self.settings.ipam_dir}
-        name = pool.cni_network or names.ipam_network_name(pool.id)
-        return conflist_from_dict({"cniVersion": "1.0.0", "name": name,
+        return conflist_from_dict({"cniVersion": "1.0.0", "name": self._cni_name(pool),
                                    "plugins": [{"type": ipam["type"], "ipam": ipam}]})
 
 

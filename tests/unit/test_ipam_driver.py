@@ -112,6 +112,22 @@ def test_a_pool_of_an_older_store_keeps_its_host_local_name(side):
     assert names.ipam_network_name(old + "-1") == "pycni-ipam-" + "ab" * 8 + "-1"
 
 
+def test_an_address_row_without_a_cni_attachment_is_free(side):
+    """The row outlived the allocation (its DEL ran, the row's removal did not): the
+    address is free, not "already in use" for good."""
+    from cni_runner import RuntimeConf, conflist_from_bytes
+    pid = pool(side, "10.67.0.0/24")["PoolID"]
+    address(side, pid, gateway=True)
+    taken = address(side, pid, "10.67.0.7")
+    [entry] = side.ipam.runtime.cached_attachments()
+    side.ipam.runtime.delete(conflist_from_bytes(entry.config), RuntimeConf.from_cache(entry))
+    assert side.store.get_address(pid, "10.67.0.7")  # the row is still there
+    assert address(side, pid, "10.67.0.7") == taken
+    assert len(side.ipam.runtime.cached_attachments()) == 1
+    with pytest.raises(UnsupportedOption, match="already in use"):
+        address(side, pid, "10.67.0.7")  # held again, for real
+
+
 def test_no_address_from_the_plugin(side):
     pid = pool(side, "10.64.0.0/24")["PoolID"]
     side.cni.behave("host-local", ADD={"result": {"cniVersion": "1.0.0", "ips": []}})
