@@ -50,6 +50,9 @@ def _parser():
     _dir_options(gc)
     gc.add_argument("--min-age", type=float, default=60,
                     help="leave alone what is younger than this many seconds (default 60)")
+    gc.add_argument("--adopt-dockerd", action="store_true",
+                    help="trust the dockerd answering now although its ID is not the one "
+                    "pycni's networks were made with (after reinstalling Docker)")
     _dir_options(sub.add_parser(
         "ports", help="list published ports (docker port shows none for plugin networks)"))
     status = sub.add_parser("status", help="networks, endpoints and the server's state")
@@ -115,7 +118,7 @@ def _operator_command(s, opts):
         return run_status(s, opts)
     if opts.command in ("inspect", "check"):
         return _inspection(s, opts)
-    return gc(s, opts.min_age)
+    return gc(s, opts.min_age, opts.adopt_dockerd)
 
 
 def _serve(settings):
@@ -172,23 +175,25 @@ def _docker_name(docker, network_id):
     return (info or {}).get("Name", "")
 
 
-def gc(settings, min_age):
+def gc(settings, min_age, adopt_dockerd=False):
     """`pycni gc`: local clean-up and a pass against dockerd, then exit.
 
     Things younger than `min_age` seconds are left alone: a running server may
-    be creating them right now.
+    be creating them right now. What dockerd no longer has goes at the second pass in
+    a row that finds it gone, and only if dockerd is the one pycni knows.
     """
     from .compose import build
     from .dockerapi import DockerAPI
     graph = build(settings, defer_delete=False)
     local = graph.reconciler.local(min_age=min_age)
     try:
-        remote = graph.reconciler.with_docker(DockerAPI.connect(), min_age=min_age)
+        remote = graph.reconciler.with_docker(DockerAPI.connect(), min_age=min_age,
+                                              adopt=adopt_dockerd)
     except Exception as e:
         print(f"pycni gc: cannot reach dockerd: {e}", file=sys.stderr)
         return 1
     print(" ".join(f"{k}={v}" for k, v in {**local, **remote}.items()))
-    return 0 if not (local["errors"] or remote["errors"]) else 1
+    return 0 if not (local["errors"] or remote["errors"] or remote["other_dockerd"]) else 1
 
 
 def _app_factory(s):

@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS ipam_pools (
     id TEXT PRIMARY KEY,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ipam_addresses (
     pool_id TEXT NOT NULL,
     address TEXT NOT NULL,
@@ -307,6 +311,19 @@ class Store:
     def delete_endpoint(self, endpoint_id):
         with self._conn() as db:
             db.execute("DELETE FROM endpoints WHERE id=?", (endpoint_id,))
+
+    # -- what gc remembers between its passes -------------------------------------
+
+    def get_meta(self, key):
+        """A JSON value kept under `key`, or None."""
+        with self._conn() as db:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row["value"]) if row else None
+
+    def put_meta(self, key, value):
+        with self._conn() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)",
+                       (key, json.dumps(value)))
 
     # -- IPAM -----------------------------------------------------------------
 
