@@ -268,8 +268,20 @@ def test_doctor_server_and_report(side, capsys, monkeypatch):
 
     class Opts:
         json, format, driver = False, None, "pycni"
+
+    class ReachableDocker(FakeDocker):
+        # dockerd answers, pycni does not: dockerd is not asked to use pycni. (A stand-in:
+        # whether this host runs a dockerd must not decide the test.)
+        def version(self):
+            return {"Version": "28.0.0"}
+
+        def info(self):
+            return {"Swarm": {}}
+    monkeypatch.setattr("cnm_bridge.dockerapi.DockerAPI.connect",
+                        classmethod(lambda cls, timeout=10: ReachableDocker()))
     monkeypatch.setattr(doctor, "check_iptables_backend", lambda: [])
     monkeypatch.setattr(doctor, "check_netfilter", lambda specs: [])
+    monkeypatch.setattr(doctor, "check_orphan_rules", lambda store, tags: [])
     rc = doctor.run_doctor(side.settings, Opts(), docker=None)
     out = capsys.readouterr().out
     assert rc == 1 and "PROBLEM" in out and "not asked" in out
