@@ -304,6 +304,21 @@ def check_leftovers(store, host_links, host_netns):
     return out
 
 
+def check_orphan_rules(store, rule_tags):
+    """iptables rules tagged for a network no record knows: made before a kill that lost
+    the record, or a state dir lost (another pycni server's networks look alike)."""
+    known = {names.rule_tag(s.id) for s in store.networks()}
+    orphans = sorted(t for t in rule_tags if t not in known)
+    if not orphans:
+        return [Finding("orphan iptables rules", True, "every pycni rule has its network")]
+    return [Finding("orphan iptables rules", False,
+                    f"rules tagged {', '.join(orphans)}, for networks this state dir has no "
+                    f"record of",
+                    "unless another pycni server (another state dir) made them: "
+                    "`docker network rm` of that network if Docker has it, else `iptables-save "
+                    "| grep -- 'pycni-<id> '` and `iptables -t TABLE -D` each line")]
+
+
 def _host_links():
     try:
         return os.listdir("/sys/class/net")
@@ -320,6 +335,7 @@ def _host_netns():
 
 def diagnose(settings, docker, driver, prober=None):
     from cni_runner.invoke import VersionProber
+    from .host import Host
     from .store import Store
     prober = prober or VersionProber(timeout=10)
     findings = check_server(settings)
@@ -338,6 +354,7 @@ def diagnose(settings, docker, driver, prober=None):
         store = Store(settings.db_path)
         findings += check_netfilter(store.networks()) + check_forgotten(store, docker)
         findings += check_leftovers(store, _host_links(), _host_netns())
+        findings += check_orphan_rules(store, Host().rule_tags())
     return findings
 
 

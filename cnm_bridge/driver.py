@@ -60,11 +60,15 @@ class Driver:
             if self.store.get_network(req.network_id):
                 return {}  # a replay: the network is already recorded
             spec = self._make_spec(req)
+            # Recorded first: a kill before the rules are in leaves a record, whose rules
+            # start-up installs (and gc removes it if dockerd never got the network);
+            # rules first would leave rules that no record knows.
+            self.store.add_network(spec)
             try:
                 self.install_host_rules(spec)
-                self.store.add_network(spec)
             except Exception:
                 self._remove_host_rules(spec)
+                self.store.delete_network(spec.id)
                 raise
         log.info("network %s: CNI network %s (%s)", req.network_id[:12], spec.cni_name,
                  spec.mode)

@@ -119,6 +119,10 @@ class Host:
         """Every rule whose comment starts with `tag`; how many went."""
         return iptables.remove_tagged(tag)
 
+    def rule_tags(self):
+        """The network tags (`pycni-<12 of its id>`) that iptables rules carry."""
+        return iptables.tags()
+
     def remove_base_rules(self, family):
         """pycni's jumps and chains, once no network needs them: the caller knows its own
         networks; another pycni server's on this host keep their rules in the same chains,

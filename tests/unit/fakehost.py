@@ -147,6 +147,10 @@ class FakeHost:
     def remove_base_rules(self, family):
         self.base.discard(family)
 
+    def rule_tags(self):
+        return {a.split(" ")[0] for r in self.rules for a in r.args
+                if a.startswith("pycni-") and " " in a}
+
     def rules_mentioning(self, text):
         return [r for r in self.rules if text in " ".join(r.args)]
 

@@ -36,6 +36,37 @@ def test_create_network_records_a_spec_and_installs_its_rules(side):
     assert len(side.store.networks()) == 1
 
 
+def test_create_network_records_before_it_installs_rules(side, monkeypatch):
+    """A kill between the two leaves a record, which start-up finishes (its rules again)
+    and gc undoes if dockerd never got the network; rules first would leave rules no
+    record knows, for good."""
+    req = create_network()
+    recorded_at_install = []
+    real = side.host.install_rules
+
+    def install(rules, what):
+        recorded_at_install.append(side.store.get_network(req.network_id) is not None)
+        return real(rules, what)
+    monkeypatch.setattr(side.host, "install_rules", install)
+    side.driver.create_network(req)
+    assert recorded_at_install == [True]
+    side.host.rules.clear()  # as if killed right after the record
+    assert side.graph.reconciler.local()["host_rules"] == 1
+    assert side.host.rules_mentioning(names.rule_tag(req.network_id))
+
+
+def test_doctor_lists_rules_of_no_network(side):
+    from cnm_bridge import doctor
+    kept, lost = create_network(), create_network(subnet="10.51.0.0/24", gateway="10.51.0.1")
+    side.driver.create_network(kept)
+    side.driver.create_network(lost)
+    assert [f.ok for f in doctor.check_orphan_rules(side.store, side.host.rule_tags())] == [True]
+    side.store.delete_network(lost.network_id)  # its record lost, its rules not
+    [f] = doctor.check_orphan_rules(side.store, side.host.rule_tags())
+    assert not f.ok and names.rule_tag(lost.network_id) in f.detail
+    assert names.rule_tag(kept.network_id) not in f.detail
+
+
 def test_create_network_checks_plugins_and_versions(side):
     side.cni.behave("portmap", versions=["0.1.0"])
     with pytest.raises(DriverError, match="portmap"):
