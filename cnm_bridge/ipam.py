@@ -39,6 +39,7 @@ class Ipam:
         self._replay_lock = threading.Lock()
         self._replayable = set()
         self._replayable_pools = set()
+        self._pool_lock = threading.Lock()
 
     def capabilities(self):
         """Docker asks this when it (re)starts using the driver; replays follow.
@@ -72,13 +73,17 @@ class Ipam:
             f"{req.address_space}|{pool.subnet}|{req.sub_pool}|{name}".encode()).hexdigest()[:24]
         # A pool per request: two networks with one subnet are two pools, and removing
         # one releases only its own addresses.
-        ids = {p.id for p in self.store.pools() if p.id == base or p.id.startswith(base + "-")}
-        pool.id = self._replayed(ids)
-        if pool.id is None:
-            pool.id = next(i for i in (base if n == 0 else f"{base}-{n}"
-                                       for n in range(len(ids) + 1)) if i not in ids)
-            self._check_overlap(ipaddress.ip_network(pool.subnet), pool.id)
-            self.store.put_pool(pool)
+        # Under a lock: two requests at once would choose one id, and the second's
+        # record would replace the first's.
+        with self._pool_lock:
+            ids = {p.id for p in self.store.pools()
+                   if p.id == base or p.id.startswith(base + "-")}
+            pool.id = self._replayed(ids)
+            if pool.id is None:
+                pool.id = next(i for i in (base if n == 0 else f"{base}-{n}"
+                                           for n in range(len(ids) + 1)) if i not in ids)
+                self._check_overlap(ipaddress.ip_network(pool.subnet), pool.id)
+                self.store.put_pool(pool)
         return {"PoolID": pool.id, "Pool": pool.subnet, "Data": {}}
 
     def _replayed(self, ids):

@@ -201,3 +201,25 @@ def test_static_pool_needs_the_address(side):
                                                   "gateway": "10.216.0.1"}]
     release(side, pid, "10.216.0.9")
     assert side.cni.calls("DEL", "static")
+
+
+def test_pools_requested_at_once_are_still_two(side, monkeypatch):
+    import threading
+    real, barrier = side.store.pools, threading.Barrier(2, timeout=2)
+
+    def pools():
+        out = real()
+        try:
+            barrier.wait()  # both requests have read the pools before either records
+        except threading.BrokenBarrierError:
+            pass
+        return out
+    monkeypatch.setattr(side.store, "pools", pools)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(pool(side, "10.68.0.0/24")["PoolID"]))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 2 and len(real()) == 2
