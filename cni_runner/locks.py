@@ -35,11 +35,25 @@ class LockDir:
     def attachment(self, network, container_id, ifname):
         return self.bucket("att", f"{network}\0{container_id}\0{ifname}")
 
+    def attachments(self, keys):
+        """The locks of many attachments ((network, container_id, ifname) each), for GC:
+        each lock file once (keys share them), in one order every caller uses, so two
+        such holders cannot wait on each other."""
+        files = sorted({self._bucket_file("att", f"{n}\0{c}\0{i}") for n, c, i in keys})
+        stack = contextlib.ExitStack()
+        for name in files:
+            stack.enter_context(self._flock(name, fcntl.LOCK_EX))
+        return stack
+
     def bucket(self, prefix, key, buckets=256):
         """An exclusive lock shared by the keys that hash alike: a bounded number of lock
         files, however many containers come and go. Never nest two of one prefix."""
+        return self._flock(self._bucket_file(prefix, key, buckets), fcntl.LOCK_EX)
+
+    @staticmethod
+    def _bucket_file(prefix, key, buckets=256):
         n = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % buckets
-        return self._flock(f"{prefix}-{n:03d}.lock", fcntl.LOCK_EX)
+        return f"{prefix}-{n:03d}.lock"
 
     def host(self, exclusive):
         return self._flock("host.lock", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)

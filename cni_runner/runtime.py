@@ -273,18 +273,23 @@ class CNIRuntime:
         if conflist.disable_gc:
             return []  # as libcni: disableGC means no garbage collection at all
         removed, failures, gc_errors = [], [], []
-        with self._host(exclusive=True):
+        cached = [(e.container_id, e.ifname) for e in self.cache.entries(conflist.name)]
+        # As ADD and DEL: the attachments' locks first, then the host lock. Every cached
+        # one is locked: which are valid is only known under the exclusive lock.
+        with self.locks.attachments([(conflist.name, c, i) for c, i in cached]), \
+                self._host(exclusive=True):
             if callable(valid_attachments):
                 valid_attachments = valid_attachments()
             valid = {(c, i) for c, i in valid_attachments}
-            for entry in self.cache.entries(conflist.name):
-                key = (entry.container_id, entry.ifname)
+            for key in cached:
                 if key in valid:
                     continue
+                entry = self.cache.load(conflist.name, *key)
+                if entry is None:
+                    continue  # DELeted before we held its lock
                 rt = RuntimeConf.from_cache(entry)
                 try:
-                    with self.locks.attachment(conflist.name, rt.container_id, rt.ifname):
-                        self._delete(conflist, rt)
+                    self._delete(conflist, rt)
                     removed.append(key)
                 except Exception as e:
                     failures.append(f"{entry.container_id}/{entry.ifname}: {e}")

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from cni_runner import CNIError
 
 from . import protocol as p
-from .errors import DriverError, HostError
+from .errors import DriverError, HostError, explain_host_trouble
 
 log = logging.getLogger(__name__)
 IMPLEMENTS = ["NetworkDriver", "IpamDriver"]
@@ -191,6 +191,10 @@ def create_app(driver, ipam, host, runtimes):
             log.warning("%s failed: %s", request.path, e)
             # An empty message would read as success to Docker.
             return {key: str(e) or f"pycni: {type(e).__name__} in {request.path}"}
+        trouble = explain_host_trouble(e)
+        if trouble is not None:
+            log.error("%s failed: %s: %s", request.path, type(e).__name__, e)
+            return {key: trouble}
         log.exception("%s failed unexpectedly", request.path)
         return {key: f"pycni internal error in {request.path}: {type(e).__name__}: {e}"}
 

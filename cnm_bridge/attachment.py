@@ -92,10 +92,21 @@ class Attachments:
         if strategy.mode == HANDOFF and spec.lost_settings and not spec.allow_loss:
             raise UnsupportedOption(conflists.handoff_refusal(spec.cni_name,
                                                               list(spec.lost_settings)))
-        # Docker's IPAM may hand out again an address whose DEL is still pending.
+        # Docker's IPAM may hand out again an address whose DEL is still pending. Waited
+        # for before the endpoint's lock: the deleter takes endpoint locks, and two
+        # endpoints may share a lock file.
         self.wait_deletions(lambda p: p.cni_name == spec.cni_name
                             and p.addresses & {a.split("/")[0] for a in ep.addresses},
                             "an earlier endpoint with this address")
+        # The teardowns (gc, DeleteNetwork, the deleter) take this lock too: none runs
+        # while the endpoint is half made, and each finds it as attach left it.
+        with self.runtime.lock("endpoint", ep.id):
+            ep = self.ready(ep.id)  # a teardown may have come first
+            if ep.state != "ready":
+                self._attach(spec, ep, strategy, sandbox_key)
+        return self.join_answer(spec, ep)
+
+    def _attach(self, spec, ep, strategy, sandbox_key):
         conflist = self._endpoint_conflist(spec, ep, strategy.mode)
         ep.mode, ep.sandbox_key, ep.state = strategy.mode, sandbox_key, "creating"
         ep.tmp_ifname = names.tmp_ifname(ep.id) if strategy.mode == HANDOFF else ""
@@ -118,7 +129,6 @@ class Attachments:
             raise
         log.info("endpoint %s on %s (%s, %s): %s", ep.id[:12], spec.cni_name, ep.mode,
                  ep.ifname, ", ".join(ep.addresses) or "no address")
-        return self.join_answer(spec, ep)
 
     def _choose(self, spec, ep, sandbox_key):
         """Handoff unless direct is asked for or needed, and the netns is there to use.
@@ -146,7 +156,10 @@ class Attachments:
         except Exception as e:
             log.error("endpoint %s: cleanup after failed attach failed: %s", ep.id[:12], e)
         ep.state, ep.result, ep.mode, ep.tmp_ifname = "created", None, "", ""
-        self.store.update_endpoint(ep)  # Docker sends DeleteEndpoint after a failed Join
+        try:
+            self.store.update_endpoint(ep)  # Docker sends DeleteEndpoint after a failed Join
+        except NotFound:
+            pass  # the row went meanwhile; the error that brought us here is the answer
 
     def join_answer(self, spec, ep):
         srcname = self.strategies[ep.mode].srcname(ep)
@@ -213,9 +226,12 @@ class Attachments:
         if self.deleter is None:
             self.release(ep.id)
             return
-        self.revoke(self.store.get_network(ep.network_id), ep)
-        ep.state = "deleting"
-        self.store.update_endpoint(ep)
+        try:
+            self.revoke(self.store.get_network(ep.network_id), ep)
+            ep.state = "deleting"
+            self.store.update_endpoint(ep)
+        except NotFound:
+            return  # a teardown (gc, DeleteNetwork) got there first
         spec = self.store.get_network(ep.network_id)
         self.deleter.submit(Pending(ep.id, ep.network_id, spec.cni_name if spec else "",
                                     frozenset(a.split("/")[0] for a in ep.addresses),
@@ -234,16 +250,18 @@ class Attachments:
         if self.deleter is not None:
             self.deleter.wait_for(lambda p: True, timeout=timeout)
 
-    def release(self, endpoint_id):
+    def release(self, endpoint_id, unchanged_since=None):
         """CNI DEL of an endpoint and removal of all it made, then its record; safe to repeat.
+        False if there was nothing to do, or (`unchanged_since`, gc's cutoff) its state
+        changed after that time: gc judged an older state.
 
         The deferred deleter, DeleteNetwork and reconciliation may reach the same
         endpoint at once: one does the work, the others find its record gone.
         """
         with self.runtime.lock("endpoint", endpoint_id):
             ep = self.store.get_endpoint(endpoint_id)
-            if ep is None:
-                return
+            if ep is None or (unchanged_since is not None and ep.changed_unix > unchanged_since):
+                return False
             if ep.state != "deleting":
                 ep.state = "deleting"
                 self.store.update_endpoint(ep)
@@ -255,6 +273,7 @@ class Attachments:
                 self._cni_delete(conflist, ep)
             self.store.delete_endpoint(ep.id)
         log.info("endpoint %s deleted", ep.id[:12])
+        return True
 
     def _cached_conflist(self, ep):
         """Its network's record is gone (reconciliation): the list CNI's cache kept."""

@@ -50,6 +50,9 @@ def _parser():
     _dir_options(gc)
     gc.add_argument("--min-age", type=float, default=60,
                     help="leave alone what is younger than this many seconds (default 60)")
+    gc.add_argument("--adopt-dockerd", action="store_true",
+                    help="trust the dockerd answering now although its ID is not the one "
+                    "pycni's networks were made with (after reinstalling Docker)")
     _dir_options(sub.add_parser(
         "ports", help="list published ports (docker port shows none for plugin networks)"))
     status = sub.add_parser("status", help="networks, endpoints and the server's state")
@@ -85,16 +88,28 @@ def main(argv=None):
     if opts.command == "doctor":
         from .doctor import run_doctor
         return run_doctor(s, opts)
-    from .security import UnsafeSetup, check_dirs, prepare_state_dir
+    from . import security
     try:
-        prepare_state_dir(s) if opts.command == "serve" else check_dirs(s)
-    except UnsafeSetup as e:
+        security.prepare_state_dir(s) if opts.command == "serve" else security.check_dirs(s)
+    except security.UnsafeSetup as e:
         print(e, file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"pycni: cannot prepare the state dir {s.state_dir}: {e.strerror or e}; pycni "
+              f"needs it writable: remount its file system read-write, or give --state-dir "
+              f"(PYCNI_STATE_DIR) on a writable one", file=sys.stderr)
+        return 2
     if opts.command == "serve":
-        from .server import serve
-        serve(s, _app_factory(s))
-        return 0
+        return _serve(s)
+    from .store import StoreUnusable
+    try:
+        return _operator_command(s, opts)
+    except StoreUnusable as e:
+        print(f"pycni {opts.command}: {e}", file=sys.stderr)
+        return 1
+
+
+def _operator_command(s, opts):
     if opts.command == "ports":
         from .portlist import print_ports
         return print_ports(s)
@@ -103,7 +118,22 @@ def main(argv=None):
         return run_status(s, opts)
     if opts.command in ("inspect", "check"):
         return _inspection(s, opts)
-    return gc(s, opts.min_age)
+    return gc(s, opts.min_age, opts.adopt_dockerd)
+
+
+def _serve(settings):
+    from .server import serve, store_problem
+    from .serverlock import AlreadyServing
+    problem = store_problem(settings)
+    if problem:
+        print(f"pycni refuses to start: {problem}", file=sys.stderr)
+        return 2
+    try:
+        serve(settings, _app_factory(settings))
+    except AlreadyServing as e:
+        print(e, file=sys.stderr)
+        return 2
+    return 0
 
 
 def _inspection(settings, opts):
@@ -145,26 +175,29 @@ def _docker_name(docker, network_id):
     return (info or {}).get("Name", "")
 
 
-def gc(settings, min_age):
+def gc(settings, min_age, adopt_dockerd=False):
     """`pycni gc`: local clean-up, a pass against dockerd and CNI's GC, then exit.
 
     Things younger than `min_age` seconds are left alone: a running server may
-    be creating them right now.
+    be creating them right now. What dockerd no longer has goes at the second pass in
+    a row that finds it gone, and only if dockerd is the one pycni knows.
     """
     from .compose import build
     from .dockerapi import DockerAPI
     graph = build(settings, defer_delete=False)
     local = graph.reconciler.local(min_age=min_age)
     try:
-        remote = graph.reconciler.with_docker(DockerAPI.connect(), min_age=min_age)
+        remote = graph.reconciler.with_docker(DockerAPI.connect(), min_age=min_age,
+                                              adopt=adopt_dockerd)
     except Exception as e:
         print(f"pycni gc: cannot reach dockerd: {e}", file=sys.stderr)
         return 1
+    # CNI's GC judges by pycni's own records, not by dockerd's: it runs whichever answers.
     collected = graph.reconciler.collect(min_age=min_age)
     errors = local["errors"] + remote["errors"] + collected["errors"]
     print(" ".join(f"{k}={v}" for k, v in {**local, **remote, **collected,
                                            "errors": errors}.items()))
-    return 0 if not errors else 1
+    return 0 if not (errors or remote["other_dockerd"]) else 1
 
 
 def _app_factory(s):

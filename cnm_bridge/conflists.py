@@ -9,6 +9,8 @@ only fail later.
 
 import ipaddress
 
+from cni_runner import CNIError, validate_ifname
+
 from .errors import UnsupportedOption
 from .options import OPT_ALLOW_LOSS, OPT_BRIDGE_NAME, OPT_IP_RANGE, OPT_MODE, OPT_MTU, \
     OPT_PARENT, mtu_option
@@ -36,7 +38,14 @@ def bridge_of(conflist_raw):
     """The Linux bridge a list's bridge plugin attaches to, or ""."""
     for p in plugins(conflist_raw):
         if p.get("type") == "bridge":
-            return p.get("bridge") or "cni0"  # the bridge plugin's own default
+            name = p.get("bridge") or "cni0"  # the bridge plugin's own default
+            try:
+                return validate_ifname(name)
+            except CNIError as e:
+                raise UnsupportedOption(
+                    f"CNI network {conflist_raw.get('name')!r}: the bridge plugin's "
+                    f"\"bridge\" must be an interface name (a string of at most 15 bytes "
+                    f"without '/', ':' or spaces), not {name!r}: {e}") from None
     return ""
 
 

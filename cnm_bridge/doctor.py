@@ -275,6 +275,18 @@ def check_state_dirs(settings):
     return [Finding("dir permissions", True, "state, conf and plugin dirs are root's only")]
 
 
+def check_store(settings):
+    """The store opens and SQLite's quick_check passes."""
+    from .store import Store, StoreUnusable
+    if not os.path.exists(settings.db_path):
+        return [Finding("store", True, f"no store yet at {settings.db_path} (made at start)")]
+    try:
+        Store(settings.db_path).verify()
+    except StoreUnusable as e:
+        return [Finding("store", False, f"{e.path}: {e.reason}", e.fix)]
+    return [Finding("store", True, f"{settings.db_path} opens and checks ok")]
+
+
 def check_forgotten(store, docker):
     if docker is None:
         return []
@@ -294,7 +306,7 @@ def check_forgotten(store, docker):
         return [Finding("endpoints Docker knows", False,
                         f"pycni holds what dockerd no longer has: {', '.join(forgotten[:5])}"
                         + (f" and {len(forgotten) - 5} more" if len(forgotten) > 5 else ""),
-                        "pycni gc --min-age 0")]
+                        "pycni gc --min-age 0, twice (the second pass confirms)")]
     return [Finding("endpoints Docker knows", True, "every endpoint pycni holds is Docker's")]
 
 
@@ -321,6 +333,21 @@ def check_leftovers(store, host_links, host_netns):
     return out
 
 
+def check_orphan_rules(store, rule_tags):
+    """iptables rules tagged for a network no record knows: made before a kill that lost
+    the record, or a state dir lost (another pycni server's networks look alike)."""
+    known = {names.rule_tag(s.id) for s in store.networks()}
+    orphans = sorted(t for t in rule_tags if t not in known)
+    if not orphans:
+        return [Finding("orphan iptables rules", True, "every pycni rule has its network")]
+    return [Finding("orphan iptables rules", False,
+                    f"rules tagged {', '.join(orphans)}, for networks this state dir has no "
+                    f"record of",
+                    "unless another pycni server (another state dir) made them: "
+                    "`docker network rm` of that network if Docker has it, else `iptables-save "
+                    "| grep -- 'pycni-<id> '` and `iptables -t TABLE -D` each line")]
+
+
 def _host_links():
     try:
         return os.listdir("/sys/class/net")
@@ -337,6 +364,7 @@ def _host_netns():
 
 def diagnose(settings, docker, driver, prober=None):
     from cni_runner.invoke import VersionProber
+    from .host import Host
     from .store import Store
     prober = prober or VersionProber(timeout=10)
     findings = check_server(settings)
@@ -349,13 +377,16 @@ def diagnose(settings, docker, driver, prober=None):
     findings += check_swarm(docker, settings)
     findings += check_plugins(settings, prober) + check_conflists(settings, prober)
     findings += check_state_dirs(settings) + check_iptables_backend()
-    if os.path.exists(settings.db_path):
+    store_findings = check_store(settings)
+    findings += store_findings
+    if all(f.ok for f in store_findings) and os.path.exists(settings.db_path):
         store = Store(settings.db_path)
         findings += check_netfilter(store.networks()) + check_forgotten(store, docker)
         findings += check_cni_status(store.networks(),
                                      CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
                                                 timeout=settings.plugin_timeout))
         findings += check_leftovers(store, _host_links(), _host_netns())
+        findings += check_orphan_rules(store, Host().rule_tags())
     return findings
 
 

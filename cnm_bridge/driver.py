@@ -60,11 +60,15 @@ class Driver:
             if self.store.get_network(req.network_id):
                 return {}  # a replay: the network is already recorded
             spec = self._make_spec(req)
+            # Recorded first: a kill before the rules are in leaves a record, whose rules
+            # start-up installs (and gc removes it if dockerd never got the network);
+            # rules first would leave rules that no record knows.
+            self.store.add_network(spec)
             try:
                 self.install_host_rules(spec)
-                self.store.add_network(spec)
             except Exception:
                 self._remove_host_rules(spec)
+                self.store.delete_network(spec.id)
                 raise
         log.info("network %s: CNI network %s (%s)", req.network_id[:12], spec.cni_name,
                  spec.mode)
@@ -98,6 +102,8 @@ class Driver:
                                      names.bridge_name(req.network_id), plan, req.ipv4_data,
                                      req.ipv6_data, req.internal)
         bridge = conflists.bridge_of(raw)
+        if bridge and plan.mode != "named":
+            self._refuse_foreign_link(bridge, req.network_id)
         owned = [bridge] if bridge and not self.host.link_exists(bridge) else []
         spec = netspec.make_spec(req.network_id, plan, raw, req.ipv4_data, req.ipv6_data,
                                  req.internal, req.ipv6, ipam, owned_links=owned)
@@ -116,6 +122,24 @@ class Driver:
                             "(%s)", req.network_id[:12], e)
                 spec = netspec.without_direct_mac_setter(spec)
         return spec
+
+    def _refuse_foreign_link(self, bridge, network_id):
+        """A generated network's bridge is pycni's to make: its isolation rules (and
+        --internal's DROP) would cut off a host link that already has another job. A
+        conflist's author may name any bridge: those lists get no isolation rules."""
+        kind = self.host.link_kind(bridge)
+        if kind is None or self._pycni_made(bridge, network_id):
+            return
+        raise UnsupportedOption(
+            f"host link {bridge!r} ({kind}) exists and pycni did not make it: pycni would "
+            f"install its isolation rules on it; give com.docker.network.bridge.name a name "
+            f"no host link has (or leave it out), or attach to that bridge through a "
+            f"conflist (-o cni.network=NAME)")
+
+    def _pycni_made(self, link, network_id):
+        # The network's own pc-<id> (left by a lost state dir), or a recorded network's.
+        return link == names.bridge_name(network_id) or self._link_used_elsewhere(
+            link, network_id)
 
     def delete_network(self, ref):
         # Under the network's lock: `pycni gc` (another process) may be installing its

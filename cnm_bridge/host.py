@@ -70,6 +70,10 @@ class Host:
     def link_mac(self, name):
         return links.link_mac(name)
 
+    def link_kind(self, name):
+        """"bridge", "device", "vlan", "virtual", ...; None if the host has no such link."""
+        return links.link_kind(name)
+
     def bridge_has_ports(self, name):
         return links.bridge_has_ports(name)
 
@@ -78,6 +82,9 @@ class Host:
 
     def clear_default_routes(self, ns_name, ifname):
         return links.clear_default_routes(netns.NetNS(ns_name), ifname)
+
+    def link_exists_in(self, ns_name, ifname):
+        return links.link_exists_in(netns.NetNS(ns_name), ifname)
 
     def link_mac_in(self, ns_name, ifname):
         return links.link_mac_in(netns.NetNS(ns_name), ifname)
@@ -122,6 +129,10 @@ class Host:
     def remove_tagged_rules(self, tag):
         """Every rule whose comment starts with `tag`; how many went."""
         return iptables.remove_tagged(tag)
+
+    def rule_tags(self):
+        """The network tags (`pycni-<12 of its id>`) that iptables rules carry."""
+        return iptables.tags()
 
     def remove_base_rules(self, family):
         """pycni's jumps and chains, once no network needs them: the caller knows its own

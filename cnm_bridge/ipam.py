@@ -39,6 +39,8 @@ class Ipam:
         self.host = host
         self._replay_lock = threading.Lock()
         self._replayable = set()
+        self._replayable_pools = set()
+        self._pool_lock = threading.Lock()
 
     def capabilities(self):
         """Docker asks this when it (re)starts using the driver; replays follow.
@@ -46,9 +48,11 @@ class Ipam:
         Replay lets Docker restore pools and addresses after a live-restore
         restart. Until the next GetCapabilities, an address already held may be
         asked for once more (the replay); any other request for it is a second
-        container wanting a taken --ip, and fails.
+        container wanting a taken --ip, and fails. Likewise each pool is given back
+        once to a request for its subnet; any other such request is another network's.
         """
         with self._replay_lock:
+            self._replayable_pools = {pool.id for pool in self.store.pools()}
             self._replayable = {(pool.id, addr) for pool in self.store.pools()
                                 for addr, handle in self.store.addresses(pool.id).items()
                                 if handle != GATEWAY_HANDLE}
@@ -66,15 +70,31 @@ class Ipam:
             raise UnsupportedOption(f"unsupported --ipam-opt option(s): {', '.join(unknown)}")
         name = req.options.get(OPT_CNI_NETWORK) or ""
         pool = self._named_pool(name, req) if name else self._own_pool(req)
-        pool_id = "pycni:" + hashlib.sha256(
+        base = "pycni:" + hashlib.sha256(
             f"{req.address_space}|{pool.subnet}|{req.sub_pool}|{name}".encode()).hexdigest()[:24]
-        if req.pool is None and req.address_space != GLOBAL_SPACE:
-            self._check_docker_keeps_it(pool, pool_id, name)
-        if self.store.get_pool(pool_id) is None:
-            pool.id = pool_id
-            self._check_overlap(ipaddress.ip_network(pool.subnet), pool_id)
-            self.store.put_pool(pool)
-        return {"PoolID": pool_id, "Pool": pool.subnet, "Data": {}}
+        # A pool per request: two networks with one subnet are two pools, and removing
+        # one releases only its own addresses.
+        # Under a lock: two requests at once would choose one id, and the second's
+        # record would replace the first's.
+        with self._pool_lock:
+            ids = {p.id for p in self.store.pools()
+                   if p.id == base or p.id.startswith(base + "-")}
+            pool.id = self._replayed(ids)
+            if pool.id is None:
+                if req.pool is None and req.address_space != GLOBAL_SPACE:
+                    self._check_docker_keeps_it(pool, bool(ids), name)
+                pool.id = next(i for i in (base if n == 0 else f"{base}-{n}"
+                                           for n in range(len(ids) + 1)) if i not in ids)
+                self._check_overlap(ipaddress.ip_network(pool.subnet), pool.id)
+                self.store.put_pool(pool)
+        return {"PoolID": pool.id, "Pool": pool.subnet, "Data": {}}
+
+    def _replayed(self, ids):
+        with self._replay_lock:
+            for pool_id in sorted(ids & self._replayable_pools):
+                self._replayable_pools.discard(pool_id)
+                return pool_id
+        return None
 
     def _own_pool(self, req):
         if req.pool is None:
@@ -117,7 +137,7 @@ class Ipam:
         return Pool(id="", subnet=str(mine), v6=req.v6, kind=kind, cni_network=name,
                     ipam=ipam)
 
-    def _check_docker_keeps_it(self, pool, pool_id, name):
+    def _check_docker_keeps_it(self, pool, held, name):
         """Without --subnet (in the local address space) Docker checks the pool against
         the host's on-link routes and, on an overlap, keeps it and asks again until
         another comes back (releasing what it kept once a request succeeds or fails).
@@ -134,7 +154,7 @@ class Ipam:
                 f"{route.network} on {route.device}: another runtime's bridge is up, or a "
                 f"network of the host); without --subnet Docker would ask pycni for another "
                 f"pool, and {name!r} has no other: {fix}")
-        if self.store.get_pool(pool_id) is not None:
+        if held:
             raise UnsupportedOption(
                 f"subnet {subnet} of CNI network {name!r} is already held by pycni (another "
                 f"Docker network on {name!r}, or Docker asking again because the subnet is "
@@ -143,8 +163,9 @@ class Ipam:
     def _check_overlap(self, subnet, pool_id):
         for pool in self.store.pools():
             other = ipaddress.ip_network(pool.subnet)
+            # The same subnet twice is allowed, as Docker allows it under a remote IPAM.
             if pool.id != pool_id and other.version == subnet.version and \
-                    other.overlaps(subnet):
+                    other.overlaps(subnet) and other != subnet:
                 raise UnsupportedOption(
                     f"subnet {subnet} overlaps {other}, already used by another pycni network")
 
@@ -169,7 +190,7 @@ class Ipam:
             raise UnsupportedOption(f"address {req.address} is not in subnet {subnet}")
         if req.gateway:
             return self._gateway(pool, subnet, req.address)
-        if req.address is not None and self.store.get_address(pool.id, str(req.address)):
+        if req.address is not None and self._held(pool, str(req.address)):
             with self._replay_lock:
                 replay = (pool.id, str(req.address)) in self._replayable
                 self._replayable.discard((pool.id, str(req.address)))
@@ -192,6 +213,21 @@ class Ipam:
             raise DriverError(f"{pool.kind} returned no address of {subnet}")
         self.store.add_address(pool.id, str(ips[0].ip), handle)
         return {"Address": f"{ips[0].ip}/{subnet.prefixlen}", "Data": {}}
+
+    def _held(self, pool, address):
+        """Whether the store's row for an address stands for a live allocation. A row
+        whose CNI attachment is gone (its DEL ran, the row's removal did not: a crash, a
+        gc of orphans) holds nothing: it goes, and the address is free."""
+        handle = self.store.get_address(pool.id, address)
+        if handle is None:
+            return False
+        if handle == GATEWAY_HANDLE or self.runtime.has_attachment(self._cni_name(pool),
+                                                                   handle, "eth0"):
+            return True
+        log.warning("pool %s: address %s had a record but no CNI attachment; freed",
+                    pool.id, address)
+        self.store.delete_address(pool.id, address)
+        return False
 
     def _gateway(self, pool, subnet, asked):
         """The gateway's address: the conflist's (named pools), else --gateway or the
@@ -224,6 +260,10 @@ class Ipam:
                                                                         "eth0"))
         self.store.delete_address(pool.id, address)
 
+    @staticmethod
+    def _cni_name(pool):
+        return pool.cni_network or names.ipam_network_name(pool.id)
+
     def _conflist(self, pool, static_address=None):
         """A one-plugin list: the IPAM plugin alone, as Docker's address authority.
         (Run alone, an IPAM plugin still reads its settings from the "ipam" key.)"""
@@ -239,8 +279,7 @@ class Ipam:
             if pool.gateway:
                 rng["gateway"] = pool.gateway
             ipam = {"type": "host-local", "ranges": [[rng]], "dataDir": self.settings.ipam_dir}
-        name = pool.cni_network or names.IPAM_NETWORK_PREFIX + pool.id.split(":", 1)[1][:16]
-        return conflist_from_dict({"cniVersion": "1.0.0", "name": name,
+        return conflist_from_dict({"cniVersion": "1.0.0", "name": self._cni_name(pool),
                                    "plugins": [{"type": ipam["type"], "ipam": ipam}]})
 
 

@@ -4,8 +4,12 @@ Each rule is found again by its full spec (comment included), so adding is
 idempotent and removing takes every copy. Side effects only.
 """
 
+import re
 import shlex
 import subprocess
+
+# A network rule's comment: its tag (`pycni-` and 12 hex of the network's id), a space.
+TAG_RE = re.compile(r'--comment "?(pycni-[0-9a-z]{12}) ')
 
 
 class IptablesError(Exception):
@@ -82,3 +86,15 @@ def remove_tagged(tag, tables=("filter", "nat", "mangle")):
                         cmd, table, "-D", *shlex.split(line)[1:]).returncode == 0:
                     removed += 1
     return removed
+
+
+def tags(tables=("filter", "nat", "mangle")):
+    """The network tags of every pycni rule on the host, IPv4 and IPv6."""
+    found = set()
+    for cmd in ("iptables", "ip6tables"):
+        for table in tables:
+            for line in _saved_rules(cmd, table):
+                m = TAG_RE.search(line)
+                if m:
+                    found.add(m.group(1))
+    return found

@@ -116,6 +116,24 @@ def link_mac(name):
     return rtnl.link_mac(name)
 
 
+def link_kind(name):
+    """What a host link is: "bridge", the uevent's DEVTYPE ("vlan", "wlan", ...), "device"
+    (hardware), or "virtual" (veth, dummy, ...); None if there is no such link."""
+    path = os.path.join(SYS_NET, name)
+    if not os.path.exists(path):
+        return None
+    if os.path.isdir(os.path.join(path, "bridge")):
+        return "bridge"
+    try:
+        with open(os.path.join(path, "uevent")) as f:
+            for line in f:
+                if line.startswith("DEVTYPE="):
+                    return line.strip().split("=", 1)[1]
+    except OSError:
+        pass
+    return "device" if os.path.exists(os.path.join(path, "device")) else "virtual"
+
+
 def bridge_has_ports(name):
     try:
         return bool(os.listdir(os.path.join(SYS_NET, name, "brif")))
@@ -141,6 +159,10 @@ def clear_default_routes(ns, ifname):
     """Remove the default routes through `ifname` in `ns` (CNI's), so that Docker, which
     sets the container's gateway itself and fails on an existing route, can."""
     return ns.run(_clear_default_routes, ifname)
+
+
+def link_exists_in(ns, ifname):
+    return ns.run(_index, ifname) is not None
 
 
 def link_mac_in(ns, ifname):

@@ -21,6 +21,14 @@ def bridge_name(network_id):
     return BRIDGE_PREFIX + network_id[:12]
 
 
+def ipam_network_name(pool_id):
+    """The CNI network name (host-local's data dir) of a pool of pycni's IPAM driver.
+    `pycni:<hash>` is a subnet's first pool (and every pool of a store older than
+    per-request pools, whose files keep their name); `pycni:<hash>-<n>` the n-th more."""
+    digest, _, n = pool_id.split(":", 1)[1].partition("-")
+    return IPAM_NETWORK_PREFIX + digest[:16] + (f"-{n}" if n else "")
+
+
 def ports_network_name(cni_name):
     """The name of the portmap-only list run at ProgramExternalConnectivity."""
     return cni_name[:120] + "-ports"

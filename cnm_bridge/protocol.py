@@ -102,12 +102,22 @@ def _bool(value, key):
     raise BadRequest(f"{key} must be a boolean, got {_show(value)}")
 
 
+def _no_scope(value, key):
+    """Python parses an IPv6 zone (`fe80::1%eth0`), which names a host interface: nothing
+    Docker sends has one, and CNI plugins and iptables cannot parse it."""
+    if "%" in value:
+        raise BadRequest(f"{key}: {_show(value)} has an IPv6 scope id (the %... part); give "
+                         f"the address without it")
+    return value
+
+
 def _iface(value, key):
     """'10.0.0.2/24' -> ip_interface; '' or None -> None."""
     if value in (None, ""):
         return None
     if not isinstance(value, str):
         raise BadRequest(f"{key} must be a CIDR string, got {_show(value)}")
+    _no_scope(value, key)
     try:
         return ipaddress.ip_interface(value)
     except ValueError:
@@ -119,6 +129,7 @@ def _network(value, key):
         return None
     if not isinstance(value, str):
         raise BadRequest(f"{key} must be a CIDR string, got {_show(value)}")
+    _no_scope(value, key)
     try:
         return ipaddress.ip_network(value, strict=False)
     except ValueError:
@@ -282,7 +293,7 @@ def parse_portmap(value):
             if not isinstance(host_ip, str):
                 raise BadRequest(f"{where}.HostIP must be a string, got {_show(host_ip)}")
             try:
-                host_ip = str(ipaddress.ip_address(host_ip))
+                host_ip = str(ipaddress.ip_address(_no_scope(host_ip, f"{where}.HostIP")))
             except ValueError:
                 raise BadRequest(f"{where}.HostIP: invalid address {_show(host_ip)}") from None
         host_port = _port(item.get("HostPort", 0), f"{where}.HostPort", allow_zero=True)
@@ -478,7 +489,7 @@ def parse_request_address(body):
         if not isinstance(addr, str):
             raise BadRequest(f"Address must be a string, got {_show(addr)}")
         try:
-            addr = ipaddress.ip_address(addr.split("/")[0])
+            addr = ipaddress.ip_address(_no_scope(addr, "Address").split("/")[0])
         except ValueError:
             raise BadRequest(f"invalid Address {_show(addr)}") from None
     opts = _str_map(body, "Options")
@@ -496,7 +507,7 @@ def parse_release_address(body):
     """{"PoolID","Address"}"""
     addr = body.get("Address")
     try:
-        addr = ipaddress.ip_address(str(addr).split("/")[0])
+        addr = ipaddress.ip_address(_no_scope(str(addr), "Address").split("/")[0])
     except ValueError:
         raise BadRequest(f"invalid Address {_show(addr)}") from None
     return ReleaseAddressRequest(_pool_id(body), addr)

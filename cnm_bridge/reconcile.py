@@ -22,6 +22,10 @@ from .bootid import current_boot_id
 from .errors import DriverError, HostError
 
 log = logging.getLogger(__name__)
+# What gc keeps in the store between its passes: the ID of the dockerd it trusts, and
+# what the last pass found gone.
+DOCKERD_KEY = "dockerd_id"
+CANDIDATES_KEY = "gc_candidates"
 
 
 class Reconciler:
@@ -53,8 +57,8 @@ class Reconciler:
                     # Made before a reboot: the container's interface is gone and Docker
                     # will not send DeleteEndpoint. Release what CNI holds.
                     self._try(report, "lost", self.attachments.release, ep.id)
-                elif ep.state in ("creating", "deleting") and ep.created_unix <= cutoff:
-                    self._try(report, "half_made", self.attachments.release, ep.id)
+                elif ep.state in ("creating", "deleting") and ep.changed_unix <= cutoff:
+                    self._try(report, "half_made", self.attachments.release, ep.id, cutoff)
             self._orphans(report, min_age)
         self._log("local", report)
         return report
@@ -78,27 +82,43 @@ class Reconciler:
         self.runtime.delete(conflist_from_bytes(entry.config, "cached config"),
                             RuntimeConf.from_cache(entry))
 
-    def with_docker(self, docker, min_age=60):
+    def with_docker(self, docker, min_age=60, adopt=False):
         """Tear down networks and endpoints that dockerd no longer has.
 
-        `docker` answers network(id) -> {"Containers": {...}} or None if it is gone.
+        `docker` answers info() -> {"ID": ...} and network(id) -> {"Containers": {...}}
+        or None if it is gone. Nothing is deleted on the word of another dockerd than
+        the one pycni has known (its ID; `adopt` takes the one answering now, after a
+        reinstall), nor on one pass: what two passes in a row find gone goes.
         """
-        report = {"networks": 0, "endpoints": 0, "errors": 0}
+        report = {"networks": 0, "endpoints": 0, "errors": 0, "unconfirmed": 0,
+                  "other_dockerd": 0}
         cutoff = time.time() - min_age
         with self.lock:
-            for spec in self.store.networks():
-                info = docker.network(spec.id)
-                if info is None:
-                    # dockerd records a network only after CreateNetwork answered: a young
-                    # one may just not be there yet.
-                    if (self.store.network_created(spec.id) or 0) <= cutoff:
-                        self._try(report, "networks", self.driver.delete_network, _Ref(spec.id))
-                    continue
-                live = {c.get("EndpointID") for c in (info.get("Containers") or {}).values()}
-                for ep in self.store.endpoints(spec.id):
-                    if ep.id in live or ep.state != "ready" or ep.created_unix > cutoff:
-                        continue
-                    self._try(report, "endpoints", self.attachments.release, ep.id)
+            daemon = (docker.info() or {}).get("ID") or ""
+            known = self.store.get_meta(DOCKERD_KEY)
+            if adopt or known is None:
+                self.store.put_meta(DOCKERD_KEY, daemon)
+            elif known != daemon:
+                log.warning("reconcile: dockerd %s answers, not %s, which made pycni's "
+                            "networks: nothing deleted; if dockerd was reinstalled, run "
+                            "`pycni gc --adopt-dockerd`", daemon or "(no ID)", known)
+                report["other_dockerd"] = 1
+                self._log("docker", report)
+                return report
+            networks, endpoints = self._forgotten(docker, cutoff)
+            seen = self.store.get_meta(CANDIDATES_KEY) or {}
+            if seen.get("dockerd") != daemon:
+                seen = {}
+            self.store.put_meta(CANDIDATES_KEY, {"dockerd": daemon, "networks": sorted(networks),
+                                                 "endpoints": sorted(endpoints)})
+            confirmed_nets = networks & set(seen.get("networks", []))
+            confirmed_eps = endpoints & set(seen.get("endpoints", []))
+            report["unconfirmed"] = (len(networks) + len(endpoints) - len(confirmed_nets)
+                                     - len(confirmed_eps))
+            for network_id in sorted(confirmed_nets):
+                self._try(report, "networks", self.driver.delete_network, _Ref(network_id))
+            for endpoint_id in sorted(confirmed_eps):
+                self._try(report, "endpoints", self.attachments.release, endpoint_id, cutoff)
         self._log("docker", report)
         return report
 
@@ -147,10 +167,29 @@ class Reconciler:
                 held.add((entry.container_id, entry.ifname))
         return sorted(held)
 
+    def _forgotten(self, docker, cutoff):
+        """(network ids, endpoint ids) this dockerd no longer has, older than `cutoff`."""
+        networks, endpoints = set(), set()
+        for spec in self.store.networks():
+            info = docker.network(spec.id)
+            if info is None:
+                # dockerd records a network only after CreateNetwork answered: a young
+                # one may just not be there yet.
+                if (self.store.network_created(spec.id) or 0) <= cutoff:
+                    networks.add(spec.id)
+                continue
+            live = {c.get("EndpointID") for c in (info.get("Containers") or {}).values()}
+            for ep in self.store.endpoints(spec.id):
+                # Judged by the last state change: an endpoint that joined just now is
+                # starting, and dockerd lists it only once its container runs.
+                if ep.id not in live and ep.state == "ready" and ep.changed_unix <= cutoff:
+                    endpoints.add(ep.id)
+        return networks, endpoints
+
     def _try(self, report, key, fn, *args):
         try:
-            fn(*args)
-            report[key] += 1
+            if fn(*args) is not False:
+                report[key] += 1
         except (CNIError, DriverError, HostError, OSError) as e:
             report["errors"] += 1
             log.warning("reconcile: %s failed: %s", key, e)

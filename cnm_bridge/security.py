@@ -7,6 +7,10 @@ state dir they can write lets them rewrite which links and netns pycni deletes.
 import os
 import stat
 
+from cni_runner.config import LIST_EXTENSIONS, SINGLE_EXTENSIONS
+
+CONF_EXTENSIONS = LIST_EXTENSIONS + SINGLE_EXTENSIONS
+
 
 class UnsafeSetup(Exception):
     """pycni refuses to start; the message says why and how to fix it."""
@@ -33,8 +37,34 @@ def check_dirs(settings):
         elif os.geteuid() == 0 and st.st_uid != 0:
             problems.append(f"{what} {path} is owned by uid {st.st_uid}, not root; "
                             f"run: chown root {path}")
+    for what, path in _files_root_runs_or_reads(settings):
+        try:
+            unsafe, st = writable_by_others(path)
+        except OSError:
+            continue  # gone meanwhile, or a dangling link: nothing to run
+        if unsafe:
+            problems.append(f"{what} {path} is writable by group or others "
+                            f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod go-w {path}")
     if problems:
         raise UnsafeSetup("pycni refuses to start: " + "; ".join(problems))
+
+
+def _files_root_runs_or_reads(settings):
+    """The conflists (and spec 1.1's per-list plugin folders) and the plugin binaries: a
+    safe dir does not help if the file in it can be rewritten."""
+    def entries(d):
+        try:
+            return [os.path.join(d, n) for n in sorted(os.listdir(d))]
+        except OSError:
+            return []
+    for path in entries(settings.conf_dir):
+        if path.endswith(CONF_EXTENSIONS):
+            yield "conflist", path
+        elif os.path.isdir(path):
+            yield "conf folder", path
+            yield from (("conf", p) for p in entries(path) if p.endswith(CONF_EXTENSIONS))
+    for d in settings.bin_dirs:
+        yield from (("plugin", p) for p in entries(d) if os.path.isfile(p))
 
 
 def prepare_state_dir(settings):

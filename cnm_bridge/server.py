@@ -10,17 +10,48 @@ the socket root-only.
 
 import logging
 import os
+import subprocess
+import sys
 
+from gunicorn import sock
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+
+from . import serverlock
 
 log = logging.getLogger(__name__)
 
 
+class _Arbiter(Arbiter):
+    """gunicorn's master, except that at stop it unlinks the socket only if the file is
+    still the one it bound: gunicorn unlinks by path, which would remove the socket of
+    another server that bound the path after ours was removed."""
+
+    bound_inode = None
+
+    def start(self):
+        super().start()
+        self.bound_inode = serverlock.socket_inode(self.app.socket)
+
+    def stop(self, graceful=True):
+        listeners, self.LISTENERS = self.LISTENERS, []
+        sock.close_sockets(listeners, unlink=False)
+        super().stop(graceful)
+        serverlock.unlink_if_ours(self.app.socket, self.bound_inode)
+
+
 class _Server(BaseApplication):
-    def __init__(self, factory, options):
+    def __init__(self, factory, options, socket_path=""):
         self.factory = factory
         self.options = options
+        self.socket = socket_path
         super().__init__()
+
+    def run(self):
+        try:
+            _Arbiter(self).run()
+        except RuntimeError as e:  # as gunicorn's own run(): its start-up errors
+            raise SystemExit(f"pycni: {e}") from None
 
     def load_config(self):
         for key, value in self.options.items():
@@ -57,12 +88,42 @@ def _drain_deleter(worker):
         graph.attachments.drain(timeout=20)
 
 
+def store_problem(settings):
+    """Why the store cannot be used ("" if it can), in one line: checked before gunicorn
+    starts, so that a damaged or unwritable store stops `pycni serve` with the file and
+    the fix, not a worker failing to boot again and again. Checked in a child process:
+    the master never loads SQLite or the app's modules, and stays small."""
+    code = ("import sys\n"
+            "from cnm_bridge.store import Store, StoreUnusable\n"
+            "try:\n"
+            "    Store(sys.argv[1]).verify()\n"
+            "except StoreUnusable as e:\n"
+            "    print(e)\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, settings.db_path],
+                              capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"cannot check the store {settings.db_path}: {e}"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"cannot check the store {settings.db_path}: {last}"
+    return proc.stdout.strip()
+
+
 def serve(settings, factory, threads=16):
-    sock_dir = os.path.dirname(settings.socket)
-    os.makedirs(sock_dir, mode=0o755, exist_ok=True)
-    if os.path.exists(settings.socket):
-        os.unlink(settings.socket)  # stale, from a process that died
-    options = {
+    """Raises serverlock.AlreadyServing if another server has the state dir or socket."""
+    # Held by this process (gunicorn's master) and the worker it forks, for their life.
+    lock = serverlock.hold_state_dir(settings.state_dir)
+    try:
+        os.makedirs(os.path.dirname(settings.socket), mode=0o755, exist_ok=True)
+        serverlock.claim_socket(settings.socket)
+        _Server(factory, _options(settings, threads), settings.socket).run()
+    finally:
+        lock.release()
+
+
+def _options(settings, threads):
+    return {
         "bind": [f"unix:{settings.socket}"],
         "workers": 1,
         "worker_class": "gthread",
@@ -88,4 +149,3 @@ def serve(settings, factory, threads=16):
         # gunicorn 25+ would open a root control socket in $HOME/.gunicorn.
         "control_socket_disable": True,
     }
-    _Server(factory, options).run()

@@ -7,10 +7,11 @@ names for networks and containers where dockerd can be asked.
 
 import json
 import socket
+import sys
 
 from . import answers, ports
 from .render import render
-from .store import Store
+from .store import Store, StoreUnusable
 
 NETWORK_COLUMNS = ["Network", "Id", "CNINetwork", "Mode", "Subnets", "Bridge", "Endpoints"]
 ENDPOINT_COLUMNS = ["Container", "Network", "Endpoint", "Addresses", "Mac", "Ports", "State",
@@ -72,7 +73,14 @@ def run_status(settings, opts, docker=None):
             docker = DockerAPI.connect(timeout=5)
         except Exception:
             docker = None
-    data = collect(settings, docker)
+    try:
+        data = collect(settings, docker)
+    except StoreUnusable as e:
+        up, why = server_answers(settings.socket)
+        print(f"Server: {settings.socket}: " + ("answering" if up else f"NOT answering ({why})"))
+        print(f"pycni status: cannot read the store {e.path}: {e.reason}; {e.fix}",
+              file=sys.stderr)
+        return 1
     if opts.json:
         print(json.dumps(data, indent=2, sort_keys=True))
     elif opts.format:

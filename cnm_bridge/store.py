@@ -16,6 +16,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 
+from .errors import NotFound
 from .netspec import NetworkSpec, legacy
 
 SCHEMA = """
@@ -43,6 +44,10 @@ CREATE TABLE IF NOT EXISTS ipam_pools (
     id TEXT PRIMARY KEY,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ipam_addresses (
     pool_id TEXT NOT NULL,
     address TEXT NOT NULL,
@@ -58,6 +63,9 @@ ADDED_COLUMNS = [
     ("endpoints", "addresses", "TEXT NOT NULL DEFAULT '[]'"),
     ("endpoints", "mac_given", "INTEGER NOT NULL DEFAULT 0"),
     ("endpoints", "sandbox_key", "TEXT NOT NULL DEFAULT ''"),
+    # When the state last changed (julianday): gc judges an endpoint's age by it, not
+    # by CreateEndpoint's time; older rows take their creation time.
+    ("endpoints", "changed", "REAL NOT NULL DEFAULT 0"),
 ]
 ENDPOINT_STATES = ("created", "creating", "ready", "deleting")
 
@@ -84,6 +92,7 @@ class Endpoint:
     ports: list = field(default_factory=list)
     sandbox_key: str = ""
     created_unix: float = field(default=0.0, compare=False)
+    changed_unix: float = field(default=0.0, compare=False)  # the last state change
 
 
 @dataclass
@@ -114,9 +123,55 @@ class Pool:
                    range=doc.get("range") or {}, gateway=doc.get("gateway") or "")
 
 
+class StoreUnusable(Exception):
+    """The store cannot be opened or written: `reason` says why, `fix` what to do."""
+
+    def __init__(self, path, reason, fix):
+        super().__init__(f"the store {path}: {reason}; {fix}")
+        self.path, self.reason, self.fix = path, reason, fix
+
+
+DAMAGED = ("not a database", "malformed", "corrupt")
+
+
+def unusable(path, error):
+    """StoreUnusable for an error met opening or writing the store."""
+    text = getattr(error, "strerror", None) or str(error)
+    if any(word in str(error) for word in DAMAGED):
+        return StoreUnusable(
+            path, f"it is damaged ({text})",
+            f"move it aside (mv {path} {path}.damaged, and its -wal and -shm files) and "
+            f"start pycni again: its new store is empty, so pycni forgets the networks it "
+            f"made (docker network rm and create them again) and their endpoints (restart "
+            f"their containers)")
+    return StoreUnusable(
+        path, f"it cannot be opened for writing ({text})",
+        "pycni needs its state dir writable: remount its file system read-write, free "
+        "space on it, or give --state-dir (PYCNI_STATE_DIR) on a writable one")
+
+
 class Store:
     def __init__(self, path):
+        """Raises StoreUnusable, naming the file and the fix, if it cannot be used."""
         self.path = path
+        try:
+            self._open()
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise unusable(path, e) from None
+
+    def verify(self):
+        """SQLite's quick_check of every page: a damage the open did not meet."""
+        try:
+            with self._conn() as db:
+                found = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise unusable(self.path, e) from None
+        if found != ["ok"]:
+            raise unusable(self.path, sqlite3.DatabaseError(
+                "database disk image is malformed: " + "; ".join(found[:3])))
+
+    def _open(self):
+        path = self.path
         parent = os.path.dirname(path)
         if parent:
             os.makedirs(parent, mode=0o700, exist_ok=True)
@@ -141,6 +196,7 @@ class Store:
             have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        db.execute("UPDATE endpoints SET changed=created WHERE changed=0")
 
     def _rewrite_legacy_networks(self):
         """The first release's networks table (a column per field) -> one spec per row."""
@@ -161,8 +217,8 @@ class Store:
                            (spec.id, json.dumps(spec.to_json()), created))
             db.execute("DROP TABLE networks_legacy")
 
-    def _conn(self):
-        return _Tx(self._db, self._lock)
+    def _conn(self, durable=False):
+        return _Tx(self._db, self._lock, durable)
 
     def _connect(self):
         # Other processes (`pycni gc`, a second server on the same dir) still share the
@@ -170,8 +226,10 @@ class Store:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                              check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
-        # WAL with synchronous=NORMAL is crash-safe (no corruption); a power
-        # cut may lose the last commit, which reconciliation then redoes.
+        # WAL with synchronous=NORMAL is crash-safe (no corruption); a power cut may
+        # lose the last commits, which reconciliation then redoes for endpoints.
+        # Networks and pools cannot be redone (Docker never sends CreateNetwork again):
+        # their commits are durable (_Tx durable, synchronous=FULL).
         db.execute("PRAGMA synchronous=NORMAL")
         db.row_factory = sqlite3.Row
         return db
@@ -179,7 +237,7 @@ class Store:
     # -- networks -------------------------------------------------------------
 
     def add_network(self, spec):
-        with self._conn() as db:
+        with self._conn(durable=True) as db:
             db.execute("INSERT INTO networks (id, spec) VALUES (?,?)",
                        (spec.id, json.dumps(spec.to_json())))
 
@@ -197,7 +255,7 @@ class Store:
         """When the network was recorded (seconds since the epoch), or None."""
         with self._conn() as db:
             row = db.execute("SELECT created FROM networks WHERE id=?", (network_id,)).fetchone()
-        return (row["created"] - 2440587.5) * 86400.0 if row else None
+        return _unix(row["created"]) if row else None
 
     def delete_network(self, network_id):
         with self._conn() as db:
@@ -210,22 +268,31 @@ class Store:
             db.execute(
                 "INSERT INTO endpoints (id, network_id, state, netns, tmp_ifname, ifname, mode,"
                 " addresses, mac, mac_given, cni_args, cap_args, result, boot_id, ports,"
-                " sandbox_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " sandbox_key, changed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                " julianday('now'))",
                 (e.id, e.network_id, e.state, e.netns, e.tmp_ifname, e.ifname, e.mode,
                  json.dumps(e.addresses), e.mac, int(e.mac_given), json.dumps(e.cni_args),
                  json.dumps(e.cap_args), json.dumps(e.result) if e.result else None,
                  e.boot_id, json.dumps(e.ports), e.sandbox_key))
 
     def update_endpoint(self, e):
+        """Raises NotFound if the row is gone: a teardown removed it meanwhile, and a
+        writer that went on would answer Docker for an endpoint nothing holds."""
         with self._conn() as db:
-            db.execute(
+            # SET's expressions read the row as it was: `state=?` is the old state.
+            cur = db.execute(
                 "UPDATE endpoints SET state=?, netns=?, tmp_ifname=?, ifname=?, mode=?,"
-                " mac=?, cni_args=?, cap_args=?, result=?, ports=?, sandbox_key=?, boot_id=?"
+                " mac=?, cni_args=?, cap_args=?, result=?, ports=?, sandbox_key=?, boot_id=?,"
+                " changed=CASE WHEN state=? THEN changed ELSE julianday('now') END"
                 " WHERE id=?",
                 (e.state, e.netns, e.tmp_ifname, e.ifname, e.mode, e.mac,
                  json.dumps(e.cni_args), json.dumps(e.cap_args),
                  json.dumps(e.result) if e.result else None, json.dumps(e.ports),
-                 e.sandbox_key, e.boot_id, e.id))
+                 e.sandbox_key, e.boot_id, e.state, e.id))
+            if cur.rowcount == 0:
+                raise NotFound(f"endpoint {e.id[:12]} was removed meanwhile (a teardown: "
+                               f"`docker network rm`, or `pycni gc`); start the container "
+                               f"again")
 
     def get_endpoint(self, endpoint_id):
         with self._conn() as db:
@@ -245,10 +312,23 @@ class Store:
         with self._conn() as db:
             db.execute("DELETE FROM endpoints WHERE id=?", (endpoint_id,))
 
+    # -- what gc remembers between its passes -------------------------------------
+
+    def get_meta(self, key):
+        """A JSON value kept under `key`, or None."""
+        with self._conn() as db:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row["value"]) if row else None
+
+    def put_meta(self, key, value):
+        with self._conn() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)",
+                       (key, json.dumps(value)))
+
     # -- IPAM -----------------------------------------------------------------
 
     def put_pool(self, pool):
-        with self._conn() as db:
+        with self._conn(durable=True) as db:
             db.execute("INSERT OR REPLACE INTO ipam_pools (id, data) VALUES (?,?)",
                        (pool.id, json.dumps(pool.to_json())))
 
@@ -300,15 +380,21 @@ class _Tx:
     """`with store._conn() as db`: one transaction, committed or rolled back, while this
     process's other threads wait on the lock."""
 
-    def __init__(self, db, lock):
+    def __init__(self, db, lock, durable=False):
         self.db = db
         self.lock = lock
+        self.durable = durable
 
     def __enter__(self):
         self.lock.acquire()
         try:
+            if self.durable:
+                # Set outside a transaction (SQLite refuses it inside one): this commit
+                # fsyncs the WAL before it returns.
+                self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("BEGIN IMMEDIATE")
         except BaseException:
+            self._normal()
             self.lock.release()
             raise
         return self.db
@@ -317,8 +403,13 @@ class _Tx:
         try:
             self.db.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
+            self._normal()
             self.lock.release()
         return False
+
+    def _normal(self):
+        if self.durable:
+            self.db.execute("PRAGMA synchronous=NORMAL")
 
 
 def _network(row):
@@ -335,4 +426,8 @@ def _endpoint(row):
                     result=json.loads(row["result"]) if row["result"] else None,
                     boot_id=row["boot_id"], ports=json.loads(row["ports"]),
                     sandbox_key=row["sandbox_key"],
-                    created_unix=(row["created"] - 2440587.5) * 86400.0)
+                    created_unix=_unix(row["created"]), changed_unix=_unix(row["changed"]))
+
+
+def _unix(julianday):
+    return (julianday - 2440587.5) * 86400.0

@@ -17,6 +17,7 @@ import logging
 
 from . import conflists
 from .answers import container_mac
+from .errors import UnsupportedOption
 
 log = logging.getLogger(__name__)
 HANDOFF = "handoff"
@@ -91,6 +92,13 @@ class Direct(Handoff):
         path = self.host.pin_netns(ep.netns, sandbox_key)
         if not ep.ifname:
             ep.ifname = self.host.free_ifname(ep.netns)
+        elif self.host.link_exists_in(ep.netns, ep.ifname):
+            # Before any plugin runs: the ADD would fail on it, and the DEL that cleans
+            # up after a failed ADD would delete the container's own interface.
+            raise UnsupportedOption(
+                f"interface {ep.ifname!r} already exists in the container (another "
+                f"network's); ask for a name it does not have with --driver-opt "
+                f"com.docker.network.endpoint.ifname=NAME, or leave the option out")
         return path
 
     def settle(self, ep, result, clear_gateway):

@@ -18,6 +18,7 @@ class FakeHost:
         self.sandboxes = set()  # paths that are mounted netns (Docker's SandboxKeys)
         self.sandbox_links = {}  # SandboxKey -> {ifname: mac}
         self.links = {}  # host link -> mac
+        self.kinds = {}  # host link -> kind ("bridge", "device", "veth"); "bridge" if unset
         self.bridge_ports = {}  # bridge -> count
         self.rules = []  # installed hostrules.Rule, in order
         self.base = set()  # families whose chains and jumps are installed
@@ -91,6 +92,9 @@ class FakeHost:
     def link_mac(self, name):
         return self.links.get(name, "")
 
+    def link_kind(self, name):
+        return self.kinds.get(name, "bridge") if name in self.links else None
+
     def bridge_has_ports(self, name):
         return self.bridge_ports.get(name, 0) > 0
 
@@ -106,6 +110,9 @@ class FakeHost:
         self._call("clear_default_routes", ns_name, ifname)
         self.cleared_routes.append((ns_name, ifname))
         return [2]
+
+    def link_exists_in(self, ns_name, ifname):
+        return ifname in self.netns.get(ns_name, {})
 
     def link_mac_in(self, ns_name, ifname):
         return self.netns.get(ns_name, {}).get(ifname, "")
@@ -143,6 +150,10 @@ class FakeHost:
 
     def remove_base_rules(self, family):
         self.base.discard(family)
+
+    def rule_tags(self):
+        return {a.split(" ")[0] for r in self.rules for a in r.args
+                if a.startswith("pycni-") and " " in a}
 
     def rules_mentioning(self, text):
         return [r for r in self.rules if text in " ".join(r.args)]

@@ -359,3 +359,32 @@ def test_keeps_answering_after_errors(client, fakes):
 def test_timing_header(client):
     resp = post(client, "Plugin.Activate")
     assert float(resp.headers["X-Pycni-Ms"]) >= 0
+
+
+def _environmental():
+    import errno
+    import sqlite3
+    import subprocess
+    return [
+        (subprocess.TimeoutExpired(["iptables", "-w", "-t", "nat", "-A", "X"], 60),
+         ["iptables", "did not finish within 60 s", "xtables lock"]),
+        (sqlite3.OperationalError("database is locked"),
+         ["store is locked", "pycni gc"]),
+        (sqlite3.OperationalError("disk I/O error"), ["disk I/O error", "dmesg"]),
+        (OSError(errno.ENOSPC, "No space left on device"), ["No space left", "free space"]),
+        (sqlite3.OperationalError("database or disk is full"), ["full", "free space"]),
+    ]
+
+
+@pytest.mark.parametrize("n", range(5))
+def test_host_trouble_reaches_docker_as_a_pycni_error_with_a_fix(client, fakes, n):
+    exc, words = _environmental()[n]
+    fakes[0].raises["join"] = exc
+    fakes[1].raises["request_address"] = exc
+    for path, body, key in (("NetworkDriver.Join", ROUTES[7][1], "Err"),
+                            ("IpamDriver.RequestAddress", {"PoolID": POOL_ID}, "Error")):
+        answer = post(client, path, body).get_json()
+        assert list(answer) == [key]
+        assert "internal error" not in answer[key] and answer[key].startswith("pycni: ")
+        for w in words:
+            assert w in answer[key], answer[key]

@@ -552,3 +552,27 @@ def test_a_1_1_result_keeps_its_fields_in_the_cache(cni):
     assert ResultCache(cni.cache_dir).load("testnet", "ctr1", "eth0").result == res
     runtime.delete(net, cni.rt())
     assert [r["stdin"]["prevResult"] for r in cni.calls("DEL")] == [res, res]
+
+
+def test_gc_takes_locks_in_the_order_add_and_del_do(cni, three, monkeypatch):
+    """ADD and DEL take the attachment's lock, then the host lock: a GC holding the host
+    lock while it waits for an attachment's would deadlock with an ADD holding that one."""
+    from cni_runner.locks import LockDir
+    runtime = cni.runtime()
+    for cid in ("keep", "stale1", "stale2"):
+        runtime.add(three, cni.rt(cid))
+    taken, real = [], LockDir._flock
+
+    def record(self, name, mode):
+        taken.append(name)
+        return real(self, name, mode)
+    monkeypatch.setattr(LockDir, "_flock", record)
+    runtime.add(three, cni.rt("probe"))
+    add_order = ["att" if n.startswith("att-") else n for n in taken]
+    taken.clear()
+    assert sorted(runtime.gc(three, [("keep", "eth0"), ("probe", "eth0")])) == [
+        ("stale1", "eth0"), ("stale2", "eth0")]
+    host_at = taken.index("host.lock")
+    assert add_order == ["att", "host.lock"]
+    assert host_at > 0 and all(n.startswith("att-") for n in taken[:host_at])
+    assert not any(n.startswith("att-") for n in taken[host_at:])

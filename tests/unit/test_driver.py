@@ -37,6 +37,37 @@ def test_create_network_records_a_spec_and_installs_its_rules(side):
     assert len(side.store.networks()) == 1
 
 
+def test_create_network_records_before_it_installs_rules(side, monkeypatch):
+    """A kill between the two leaves a record, which start-up finishes (its rules again)
+    and gc undoes if dockerd never got the network; rules first would leave rules no
+    record knows, for good."""
+    req = create_network()
+    recorded_at_install = []
+    real = side.host.install_rules
+
+    def install(rules, what):
+        recorded_at_install.append(side.store.get_network(req.network_id) is not None)
+        return real(rules, what)
+    monkeypatch.setattr(side.host, "install_rules", install)
+    side.driver.create_network(req)
+    assert recorded_at_install == [True]
+    side.host.rules.clear()  # as if killed right after the record
+    assert side.graph.reconciler.local()["host_rules"] == 1
+    assert side.host.rules_mentioning(names.rule_tag(req.network_id))
+
+
+def test_doctor_lists_rules_of_no_network(side):
+    from cnm_bridge import doctor
+    kept, lost = create_network(), create_network(subnet="10.51.0.0/24", gateway="10.51.0.1")
+    side.driver.create_network(kept)
+    side.driver.create_network(lost)
+    assert [f.ok for f in doctor.check_orphan_rules(side.store, side.host.rule_tags())] == [True]
+    side.store.delete_network(lost.network_id)  # its record lost, its rules not
+    [f] = doctor.check_orphan_rules(side.store, side.host.rule_tags())
+    assert not f.ok and names.rule_tag(lost.network_id) in f.detail
+    assert names.rule_tag(kept.network_id) not in f.detail
+
+
 def test_create_network_checks_plugins_and_versions(side):
     side.cni.behave("portmap", versions=["0.1.0"])
     with pytest.raises(DriverError, match="portmap"):
@@ -105,6 +136,18 @@ def test_create_named_network_errors(side):
                                               space="PycniLocal"))
 
 
+@pytest.mark.parametrize("value", [5, ["br0"], "a" * 16, "br 0"])
+def test_a_conflist_with_a_bad_bridge_name_is_a_config_error(side, value):
+    side.cni.write_conf("10-badbr.conflist", {
+        "cniVersion": "1.0.0", "name": "badbr",
+        "plugins": [{"type": "bridge", "bridge": value,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.50.0.0/24"}]]}}]})
+    with pytest.raises(UnsupportedOption, match="CNI network 'badbr': the bridge plugin's "
+                                                "\"bridge\" must be an interface name"):
+        side.driver.create_network(create_network(options={"cni.network": "badbr"}))
+    assert side.store.networks() == [] and side.host.rules == []
+
+
 def test_create_macvlan_needs_its_parent(side):
     with pytest.raises(UnsupportedOption, match="parent interface 'eth9' does not exist"):
         side.driver.create_network(create_network(options={"cni.type": "macvlan",
@@ -133,6 +176,35 @@ def test_ptp_containers_reach_each_other_through_the_host(side):
                        options={"com.docker.network.endpoint.ifname": "eth3"})
     assert "InterfaceName" not in joined and "StaticRoutes" not in joined
     assert joined["Gateway"] == "10.50.0.1"
+
+
+@pytest.mark.parametrize("link, kind", [("eth0", "device"), ("br0", "bridge")])
+def test_create_network_refuses_a_host_link_pycni_did_not_make(side, link, kind):
+    """Isolation and DROP rules would land on the host's own link."""
+    side.host.links[link] = "02:00:00:00:00:01"
+    side.host.kinds[link] = kind
+    with pytest.raises(UnsupportedOption, match=f"host link '{link}' \\({kind}\\) exists"):
+        side.driver.create_network(create_network(
+            options={"com.docker.network.bridge.name": link}))
+    assert side.store.networks() == [] and side.host.rules == []
+
+
+def test_create_network_takes_a_bridge_pycni_made(side):
+    """Its own pc-<id> left from a lost state dir, or a custom-named one another recorded
+    network uses."""
+    req = create_network()
+    own = names.bridge_name(req.network_id)
+    side.host.links[own] = side.host.links["shr0"] = "aa"
+    side.driver.create_network(req)
+    first = create_network(subnet="10.51.0.0/24", gateway="10.51.0.1",
+                           options={"com.docker.network.bridge.name": "shr0"})
+    side.host.links.pop("shr0")
+    side.driver.create_network(first)
+    side.host.links["shr0"] = "aa"  # the bridge plugin made it at the first ADD
+    second = create_network(subnet="10.52.0.0/24", gateway="10.52.0.1",
+                            options={"com.docker.network.bridge.name": "shr0"})
+    side.driver.create_network(second)
+    assert len(side.store.networks()) == 3
 
 
 def test_no_tuning_plugin_no_mac_setter(side):
@@ -315,6 +387,19 @@ def test_join_direct_with_the_interface_name_asked_for(side, net):
     eid, _, _ = run(side.driver, net, sandbox_key=SANDBOX,
                     options={"com.docker.network.endpoint.ifname": "lan0"})
     assert side.store.get_endpoint(eid).ifname == "lan0"
+
+
+def test_join_direct_refuses_an_interface_name_the_container_has(side, net):
+    """Docker's eth0 is there: the ADD would fail, and its cleanup DEL (CNI_IFNAME=eth0)
+    would delete the container's own interface. Nothing runs."""
+    side.host.add_sandbox(SANDBOX, ifnames=["eth0"])
+    req = create_endpoint(net, options={"com.docker.network.endpoint.ifname": "eth0"})
+    side.driver.create_endpoint(req)
+    with pytest.raises(UnsupportedOption, match="'eth0' already exists in the container"):
+        side.driver.join(join(net, req.endpoint_id, SANDBOX))
+    assert side.cni.verbs() == []
+    assert "eth0" in side.host.sandbox_links[SANDBOX]
+    assert side.store.get_endpoint(req.endpoint_id).state == "created"
 
 
 def test_join_handoff_ignores_an_interface_name(side, net):

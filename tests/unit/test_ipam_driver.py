@@ -36,7 +36,6 @@ def test_own_pool_addresses_and_release(side):
     ans = pool(side, "10.60.0.0/24")
     pid = ans["PoolID"]
     assert ans["Pool"] == "10.60.0.0/24" and pid.startswith("pycni:")
-    assert pool(side, "10.60.0.0/24")["PoolID"] == pid  # the same pool again
     assert address(side, pid, gateway=True) == "10.60.0.1/24"
     first = address(side, pid)
     assert first == "10.60.0.2/24"  # host-local never hands out the gateway
@@ -76,6 +75,60 @@ def test_replay_after_get_capabilities_only_once(side):
     assert address(side, pid, addr) == f"{addr}/24"
     with pytest.raises(UnsupportedOption, match="already in use"):
         address(side, pid, addr)
+
+
+def test_two_networks_with_one_subnet_are_two_pools(side):
+    """Docker allows it under a remote IPAM: removing one network must leave the other's
+    addresses (and host-local's record of them) alone."""
+    a, b = pool(side, "10.65.0.0/24")["PoolID"], pool(side, "10.65.0.0/24")["PoolID"]
+    assert a != b
+    for pid in (a, b):
+        address(side, pid, gateway=True)
+    first_a, first_b = address(side, a), address(side, b)
+    assert first_a == first_b == "10.65.0.2/24"  # each its own host-local network
+    names_used = {c["stdin"]["name"] for c in side.cni.calls("ADD", "host-local")}
+    assert len(names_used) == 2
+    side.ipam.release_pool(p.parse_release_pool({"PoolID": a}))
+    assert side.store.get_pool(a) is None
+    assert side.store.addresses(b) == {"10.65.0.1": "gateway",
+                                       "10.65.0.2": side.store.get_address(b, "10.65.0.2")}
+    assert len(side.runtime.cached_attachments()) == 1
+    assert [c["stdin"]["name"] for c in side.cni.calls("DEL", "host-local")] == \
+        [side.cni.calls("ADD", "host-local")[0]["stdin"]["name"]]
+    with pytest.raises(UnsupportedOption, match="10.65.0.2 is already in use"):
+        address(side, b, "10.65.0.2")
+
+
+def test_a_replayed_pool_request_gets_its_pool_back(side):
+    """Docker replays RequestPool for its networks after GetCapabilities when it starts:
+    the pool it had, once; a later request is another network's."""
+    a, b = pool(side, "10.66.0.0/24")["PoolID"], pool(side, "10.66.0.0/24")["PoolID"]
+    side.ipam.capabilities()
+    assert {pool(side, "10.66.0.0/24")["PoolID"] for _ in (a, b)} == {a, b}
+    assert pool(side, "10.66.0.0/24")["PoolID"] not in (a, b)
+
+
+def test_a_pool_of_an_older_store_keeps_its_host_local_name(side):
+    from cnm_bridge import names
+    old = "pycni:" + "ab" * 12
+    assert names.ipam_network_name(old) == "pycni-ipam-" + "ab" * 8
+    assert names.ipam_network_name(old + "-1") == "pycni-ipam-" + "ab" * 8 + "-1"
+
+
+def test_an_address_row_without_a_cni_attachment_is_free(side):
+    """The row outlived the allocation (its DEL ran, the row's removal did not): the
+    address is free, not "already in use" for good."""
+    from cni_runner import RuntimeConf, conflist_from_bytes
+    pid = pool(side, "10.67.0.0/24")["PoolID"]
+    address(side, pid, gateway=True)
+    taken = address(side, pid, "10.67.0.7")
+    [entry] = side.ipam.runtime.cached_attachments()
+    side.ipam.runtime.delete(conflist_from_bytes(entry.config), RuntimeConf.from_cache(entry))
+    assert side.store.get_address(pid, "10.67.0.7")  # the row is still there
+    assert address(side, pid, "10.67.0.7") == taken
+    assert len(side.ipam.runtime.cached_attachments()) == 1
+    with pytest.raises(UnsupportedOption, match="already in use"):
+        address(side, pid, "10.67.0.7")  # held again, for real
 
 
 def test_no_address_from_the_plugin(side):
@@ -202,10 +255,11 @@ def test_a_named_pool_is_never_answered_twice_without_subnet(side):
     # Docker then releases the pool it kept: nothing is left.
     side.ipam.release_pool(p.parse_release_pool({"PoolID": first["PoolID"]}))
     assert side.store.pools() == []
-    # With --subnet an already held pool is answered (Docker's replay after a restart,
-    # or a second Docker network on the same list), as before.
+    # With --subnet Docker checks nothing: a second Docker network on the same list gets
+    # a pool of its own on the list's subnet.
     a = pool(side, "10.217.0.0/24", **{"cni.network": "lan"})
-    assert pool(side, "10.217.0.0/24", **{"cni.network": "lan"}) == a
+    b = pool(side, "10.217.0.0/24", **{"cni.network": "lan"})
+    assert a["Pool"] == b["Pool"] == "10.217.0.0/24" and a["PoolID"] != b["PoolID"]
 
 
 def test_a_global_space_pool_is_not_checked(side):
@@ -225,3 +279,25 @@ def test_an_own_pool_without_subnet_is_refused_every_time(side):
         with pytest.raises(UnsupportedOption, match="needs a subnet: pass --subnet"):
             docker_requests_pool(side)
     assert side.store.pools() == []
+
+
+def test_pools_requested_at_once_are_still_two(side, monkeypatch):
+    import threading
+    real, barrier = side.store.pools, threading.Barrier(2, timeout=2)
+
+    def pools():
+        out = real()
+        try:
+            barrier.wait()  # both requests have read the pools before either records
+        except threading.BrokenBarrierError:
+            pass
+        return out
+    monkeypatch.setattr(side.store, "pools", pools)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(pool(side, "10.68.0.0/24")["PoolID"]))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 2 and len(real()) == 2

@@ -290,17 +290,25 @@ def test_doctor_server_and_report(side, capsys, monkeypatch):
 
     class Opts:
         json, format, driver = False, None, "pycni"
+
+    class ReachableDocker(FakeDocker):
+        # dockerd answers, pycni does not: dockerd is not asked to use pycni. (A stand-in:
+        # whether this host runs a dockerd must not decide the test.)
+        def version(self):
+            return {"Version": "28.0.0"}
+
+        def info(self):
+            return {"Swarm": {}}
+    monkeypatch.setattr("cnm_bridge.dockerapi.DockerAPI.connect",
+                        classmethod(lambda cls, timeout=10: ReachableDocker()))
     monkeypatch.setattr(doctor, "check_iptables_backend", lambda: [])
     monkeypatch.setattr(doctor, "check_netfilter", lambda specs: [])
-    # A stand-in dockerd that answers (docker=None would ask the host's own, if any: the
-    # outcome then depended on whether one runs and who may use its socket).
-    from cnm_bridge.dockerapi import DockerAPI
-    docker = DockerAPI(FakeClient())
-    rc = doctor.run_doctor(side.settings, Opts(), docker=docker)
+    monkeypatch.setattr(doctor, "check_orphan_rules", lambda store, tags: [])
+    rc = doctor.run_doctor(side.settings, Opts(), docker=None)
     out = capsys.readouterr().out
     assert rc == 1 and "PROBLEM" in out and "not asked" in out
     Opts.json = True
-    doctor.run_doctor(side.settings, Opts(), docker=docker)
+    doctor.run_doctor(side.settings, Opts(), docker=None)
     assert json.loads(capsys.readouterr().out)[0]["check"] == "pycni serving"
 
 
@@ -389,3 +397,23 @@ def test_app_and_server_wiring(side, monkeypatch):
     server._request_done(worker, None, {}, None)
     assert worker.pycni_trimmer.due_in() is not None
     worker.pycni_trimmer.stop()
+
+
+def test_a_damaged_store_in_status_and_doctor(tmp_path, capsys, no_dockerd):
+    """No traceback: status says it cannot read the store and why, doctor has a finding."""
+    from cnm_bridge.settings import Settings
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "pycni.db").write_bytes(b"\x00garbage" * 512)
+    s = Settings(conf_dir=str(tmp_path), state_dir=str(state), bin_dirs=[str(tmp_path)],
+                 socket=str(tmp_path / "no.sock"))
+
+    class Opts:
+        json, format = False, None
+    assert status.run_status(s, Opts()) == 1
+    out = capsys.readouterr()
+    assert f"cannot read the store {s.db_path}" in out.err and "damaged" in out.err
+    [f] = doctor.check_store(s)
+    assert not f.ok and s.db_path in f.detail and "move it aside" in f.fix
+    os.unlink(s.db_path)
+    assert doctor.check_store(s) == [] or doctor.check_store(s)[0].ok

@@ -584,3 +584,25 @@ def test_swarm_network_ids_exactly(value):
     bad(p.parse_network_ref, {"NetworkID": value}, "NetworkID")
     bad(p.parse_endpoint_ref, {"NetworkID": NID, "EndpointID": "q1w2e3r4t5y6u7i8o9p0asdfg"},
         "EndpointID")
+
+
+NID_ = "ab" * 32
+EID_ = "cd" * 32
+
+
+@pytest.mark.parametrize("parse, body", [
+    (p.parse_create_endpoint, {"NetworkID": NID_, "EndpointID": EID_,
+                               "Interface": {"AddressIPv6": "fe80::5%eth0/64"}}),
+    (p.parse_create_network, {"NetworkID": NID_, "IPv6Data": [
+        {"AddressSpace": "x", "Pool": "fd00::%eth0/64"}]}),
+    (p.parse_create_network, {"NetworkID": NID_, "IPv6Data": [
+        {"AddressSpace": "x", "Pool": "fd00::/64", "Gateway": "fd00::1%eth0/64"}]}),
+    (p.parse_request_pool, {"Pool": "fd00::%1/64", "V6": True}),
+    (p.parse_request_address, {"PoolID": "pycni:x", "Address": "fd00::5%eth0"}),
+    (p.parse_release_address, {"PoolID": "pycni:x", "Address": "fd00::5%eth0"}),
+])
+def test_ipv6_scope_ids_are_refused(parse, body):
+    """A zone (scope id) names an interface of the host: nothing Docker sends has one,
+    and one passed on would reach CNI and iptables as an address they cannot parse."""
+    with pytest.raises(BadRequest, match="scope"):
+        parse(body)

@@ -58,11 +58,15 @@ def test_local_dels_orphan_attachments(side):
 
 
 class FakeDocker:
-    def __init__(self, networks):
+    def __init__(self, networks, daemon_id="daemon-1"):
         self.networks = networks  # id -> {"Containers": {...}}
+        self.daemon_id = daemon_id
 
     def network(self, network_id):
         return self.networks.get(network_id)
+
+    def info(self):
+        return {"ID": self.daemon_id}
 
 
 def test_with_docker_tears_down_what_dockerd_forgot(side):
@@ -73,9 +77,12 @@ def test_with_docker_tears_down_what_dockerd_forgot(side):
     gone, _, _ = run(side.driver, a.network_id, address="10.50.0.6/24")
     docker = FakeDocker({a.network_id: {"Containers": {"c1": {"EndpointID": live}}}})
     first = side.graph.reconciler.with_docker(docker)
-    assert first == {"networks": 0, "endpoints": 0, "errors": 0}  # all under 60 s: kept
+    assert first["networks"] == first["endpoints"] == 0  # all under 60 s: kept
     report = side.graph.reconciler.with_docker(docker, min_age=0)
-    assert report == {"networks": 1, "endpoints": 1, "errors": 0}
+    assert report["networks"] == report["endpoints"] == 0  # seen gone once: not yet
+    assert report["unconfirmed"] == 2
+    report = side.graph.reconciler.with_docker(docker, min_age=0)
+    assert (report["networks"], report["endpoints"], report["errors"]) == (1, 1, 0)
     assert side.store.get_network(b.network_id) is None
     assert side.store.get_endpoint(gone) is None and side.store.get_endpoint(live)
 
@@ -85,7 +92,8 @@ def test_errors_are_counted_not_raised(side):
     side.driver.create_network(req)
     eid, _, _ = run(side.driver, req.network_id)
     side.cni.behave("bridge", DEL={"error": {"code": 999, "msg": "stuck"}})
-    report = side.graph.reconciler.with_docker(FakeDocker({req.network_id: {}}), min_age=0)
+    for _ in range(2):
+        report = side.graph.reconciler.with_docker(FakeDocker({req.network_id: {}}), min_age=0)
     assert report["errors"] == 1 and side.store.get_endpoint(eid).state == "deleting"
 
 
@@ -181,3 +189,94 @@ def test_collect_counts_a_failing_gc(side):
     named_network(side, plugins=[{"type": "bridge"}])
     assert side.graph.reconciler.collect(min_age=0) == {"gc_lists": 0, "gc_deleted": 0,
                                                         "errors": 1}
+
+
+def test_gc_judges_age_by_the_last_state_change(side):
+    """An endpoint created long ago that joined just now is starting: dockerd does not
+    list it yet, and gc leaves it."""
+    req = create_network()
+    side.driver.create_network(req)
+    ce = create_endpoint(req.network_id)
+    side.driver.create_endpoint(ce)
+    side.store._db.execute("UPDATE endpoints SET created=created-1, changed=changed-1")
+    side.driver.join(join(req.network_id, ce.endpoint_id))
+    docker = FakeDocker({req.network_id: {"Containers": {}}})
+    assert side.graph.reconciler.with_docker(docker)["endpoints"] == 0
+    assert side.store.get_endpoint(ce.endpoint_id).state == "ready"
+
+
+def test_teardown_waits_for_an_attach_in_flight(side, monkeypatch):
+    """Join holds the endpoint's lock across the ADD: a gc teardown started meanwhile
+    waits, and finds the endpoint as attach left it."""
+    import threading
+    req = create_network()
+    side.driver.create_network(req)
+    ce = create_endpoint(req.network_id)
+    side.driver.create_endpoint(ce)
+    real_add, seen = side.runtime.add, {}
+
+    def add(*a, **kw):
+        t = threading.Thread(target=side.attachments.release, args=(ce.endpoint_id,))
+        t.start()
+        t.join(0.5)
+        seen["blocked"] = t.is_alive()
+        seen["thread"] = t
+        return real_add(*a, **kw)
+    monkeypatch.setattr(side.runtime, "add", add)
+    side.driver.join(join(req.network_id, ce.endpoint_id))
+    seen["thread"].join(30)
+    assert seen["blocked"]
+    assert side.store.get_endpoint(ce.endpoint_id) is None
+    assert side.runtime.cached_attachments() == []  # the teardown DELeted what ADD made
+
+
+def test_attach_fails_when_its_row_is_gone(side, monkeypatch):
+    """A row removed under an attach (a store shared with an older gc) is an error, and
+    what the ADD made is undone: Docker must not be told the endpoint joined."""
+    import pytest
+    from cnm_bridge.errors import NotFound
+    req = create_network()
+    side.driver.create_network(req)
+    ce = create_endpoint(req.network_id)
+    side.driver.create_endpoint(ce)
+    real_add = side.runtime.add
+
+    def add(*a, **kw):
+        out = real_add(*a, **kw)
+        side.store.delete_endpoint(ce.endpoint_id)
+        return out
+    monkeypatch.setattr(side.runtime, "add", add)
+    with pytest.raises(NotFound, match="removed meanwhile"):
+        side.driver.join(join(req.network_id, ce.endpoint_id))
+    assert side.runtime.cached_attachments() == []
+
+
+def test_gc_deletes_only_what_two_passes_in_a_row_find_gone(side):
+    """One NotFound (a dockerd restarting, an answer from the wrong moment) deletes
+    nothing: the next pass must agree."""
+    req = create_network()
+    side.driver.create_network(req)
+    gc = side.graph.reconciler.with_docker
+    present = FakeDocker({req.network_id: {"Containers": {}}})
+    assert gc(FakeDocker({}), min_age=0)["networks"] == 0
+    assert gc(present, min_age=0)["networks"] == 0  # back: the first finding is void
+    assert gc(FakeDocker({}), min_age=0)["networks"] == 0
+    assert side.store.get_network(req.network_id)
+    assert gc(FakeDocker({}), min_age=0)["networks"] == 1
+    assert side.store.get_network(req.network_id) is None
+
+
+def test_gc_trusts_no_other_dockerd(side):
+    """Another daemon (DOCKER_HOST, a second dockerd on the host) knows none of pycni's
+    networks: nothing is deleted on its word, until the operator adopts it."""
+    req = create_network()
+    side.driver.create_network(req)
+    gc = side.graph.reconciler.with_docker
+    gc(FakeDocker({req.network_id: {}}, "daemon-1"), min_age=0)  # remembered
+    other = FakeDocker({}, "daemon-2")
+    for _ in range(3):
+        report = gc(other, min_age=0)
+        assert report["other_dockerd"] == 1 and report["networks"] == 0
+    assert side.store.get_network(req.network_id)
+    gc(other, min_age=0, adopt=True)
+    assert gc(other, min_age=0)["networks"] == 1

@@ -3,6 +3,7 @@
 import os
 import stat
 import threading
+import time
 
 import pytest
 
@@ -302,3 +303,93 @@ def test_many_threads_and_a_failed_transaction(store, tmp_path):
     assert len(store.addresses("p")) == 16 * 20
     other = Store(store.path)  # as `pycni gc` opens it
     assert len(other.addresses("p")) == 16 * 20 and other.get_network(NID) == network()
+
+
+def test_update_of_a_removed_endpoint_is_an_error(store):
+    """A teardown removed the row meanwhile: the writer must not think it recorded."""
+    from cnm_bridge.errors import NotFound
+    e = endpoint()
+    store.add_endpoint(e)
+    store.delete_endpoint(e.id)
+    with pytest.raises(NotFound, match="removed meanwhile"):
+        store.update_endpoint(e)
+
+
+def test_an_endpoints_age_is_its_last_state_change(store):
+    e = endpoint()
+    store.add_endpoint(e)
+    store._db.execute("UPDATE endpoints SET created=created-1, changed=changed-1")
+    first = store.get_endpoint(e.id)
+    assert abs(first.changed_unix - first.created_unix) < 1
+    e.mac = "02:42:0a:05:00:09"
+    store.update_endpoint(e)  # no state change: the age stands
+    assert store.get_endpoint(e.id).changed_unix == first.changed_unix
+    e.state = "ready"
+    store.update_endpoint(e)
+    assert time.time() - store.get_endpoint(e.id).changed_unix < 60
+
+
+def test_an_older_store_gets_state_change_times(tmp_path):
+    import sqlite3
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path)
+    db.executescript(OLD_NETWORKS)
+    db.execute("INSERT INTO endpoints (id, network_id, state, netns, tmp_ifname, created) "
+               "VALUES (?,?,?,?,?,julianday('now')-1)", (EID, NID, "ready", "n", "t"))
+    db.commit()
+    db.close()
+    ep = Store(path).get_endpoint(EID)
+    assert ep.changed_unix == ep.created_unix < time.time() - 3600
+
+
+def test_networks_and_pools_are_on_disk_when_recorded(store):
+    """A power cut must not lose what Docker never sends again (CreateNetwork) or keeps
+    only by id (RequestPool): those commits sync the WAL (synchronous=FULL); the
+    endpoints' many writes keep NORMAL, whose last commits a power cut may lose."""
+    seen = []
+    store._db.set_trace_callback(seen.append)
+
+    def level_at(statement_start):
+        level = "NORMAL"
+        for s in seen:
+            if s.upper().startswith("PRAGMA SYNCHRONOUS="):
+                level = s.split("=", 1)[1].strip().upper()
+            if s.startswith(statement_start):
+                return level
+        raise AssertionError(f"no {statement_start} among {seen}")
+    store.add_network(network())
+    store.put_pool(Pool(id="pycni:p", subnet="10.6.0.0/16"))
+    store.add_endpoint(endpoint())
+    assert level_at("INSERT INTO networks") == "FULL"
+    assert level_at("INSERT OR REPLACE INTO ipam_pools") == "FULL"
+    assert level_at("INSERT INTO endpoints") == "NORMAL"
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL again
+
+
+def garbage(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(bytes(range(256)) * 16)
+
+
+def test_a_damaged_store_is_named_with_the_fix(tmp_path):
+    from cnm_bridge.store import StoreUnusable
+    path = str(tmp_path / "state" / "pycni.db")
+    garbage(path)
+    with pytest.raises(StoreUnusable) as e:
+        Store(path)
+    msg = str(e.value)
+    assert path in msg and "damaged" in msg and f"mv {path} {path}.damaged" in msg
+    assert "forgets" in msg and "\n" not in msg
+
+
+def test_an_unwritable_store_is_named(tmp_path, monkeypatch):
+    import errno
+    from cnm_bridge.store import StoreUnusable
+    path = str(tmp_path / "state" / "pycni.db")
+
+    def read_only(*a, **kw):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(StoreUnusable, match=r"the store .*: it cannot be opened for writing \(Read-only file system\)"):
+        Store(path)
