@@ -14,6 +14,7 @@ with a non-zero exit).
 import argparse
 import logging
 import sys
+import time
 
 from . import settings as settings_mod
 
@@ -50,6 +51,9 @@ def _parser():
     _dir_options(gc)
     gc.add_argument("--min-age", type=float, default=60,
                     help="leave alone what is younger than this many seconds (default 60)")
+    gc.add_argument("--confirm-after", type=float, default=2,
+                    help="seconds before the second look at dockerd that confirms what the "
+                    "first found gone (default 2)")
     gc.add_argument("--adopt-dockerd", action="store_true",
                     help="trust the dockerd answering now although its ID is not the one "
                     "pycni's networks were made with (after reinstalling Docker)")
@@ -118,7 +122,7 @@ def _operator_command(s, opts):
         return run_status(s, opts)
     if opts.command in ("inspect", "check"):
         return _inspection(s, opts)
-    return gc(s, opts.min_age, opts.adopt_dockerd)
+    return gc(s, opts.min_age, opts.adopt_dockerd, opts.confirm_after)
 
 
 def _serve(settings):
@@ -175,20 +179,26 @@ def _docker_name(docker, network_id):
     return (info or {}).get("Name", "")
 
 
-def gc(settings, min_age, adopt_dockerd=False):
+def gc(settings, min_age, adopt_dockerd=False, confirm_after=2.0):
     """`pycni gc`: local clean-up, a pass against dockerd and CNI's GC, then exit.
 
     Things younger than `min_age` seconds are left alone: a running server may
     be creating them right now. What dockerd no longer has goes at the second pass in
-    a row that finds it gone, and only if dockerd is the one pycni knows.
+    a row that finds it gone, and only if dockerd is the one pycni knows: a pass that
+    finds something new looks again `confirm_after` seconds later, so one run is enough.
     """
     from .compose import build
     from .dockerapi import DockerAPI
     graph = build(settings, defer_delete=False)
     local = graph.reconciler.local(min_age=min_age)
     try:
-        remote = graph.reconciler.with_docker(DockerAPI.connect(), min_age=min_age,
-                                              adopt=adopt_dockerd)
+        docker = DockerAPI.connect()
+        remote = graph.reconciler.with_docker(docker, min_age=min_age, adopt=adopt_dockerd)
+        if remote["unconfirmed"]:
+            time.sleep(confirm_after)
+            again = graph.reconciler.with_docker(docker, min_age=min_age)
+            remote = {k: again[k] if k in ("unconfirmed", "other_dockerd") else
+                      remote[k] + again[k] for k in remote}
     except Exception as e:
         print(f"pycni gc: cannot reach dockerd: {e}", file=sys.stderr)
         return 1

@@ -306,7 +306,7 @@ def check_forgotten(store, docker):
         return [Finding("endpoints Docker knows", False,
                         f"pycni holds what dockerd no longer has: {', '.join(forgotten[:5])}"
                         + (f" and {len(forgotten) - 5} more" if len(forgotten) > 5 else ""),
-                        "pycni gc --min-age 0, twice (the second pass confirms)")]
+                        "pycni gc --min-age 0")]
     return [Finding("endpoints Docker knows", True, "every endpoint pycni holds is Docker's")]
 
 
