@@ -45,24 +45,34 @@ def test_a_host_link_pycni_did_not_make_is_refused(dk, pycni):
 
 
 def test_two_networks_on_one_subnet_are_two_pools(dk, pycni):
-    """Two VLANs with one subnet: removing one network leaves the other's containers,
-    their addresses and new containers alone."""
+    """Two VLANs with one subnet (macvlan on two parents): removing one network leaves the
+    other's containers, their addresses and new containers alone."""
     subnet = random_subnet()
-    ipam = ["--ipam-driver", pycni.name, "--subnet", subnet]
-    one = dk.network("vl1", "-o", "cni.type=ptp", *ipam)
-    two = dk.network("vl2", "-o", "cni.type=ptp", *ipam)
-    a1, a2 = dk.run("a1", one), dk.run("a2", two)
-    addr2 = inspect_net(a2, two)["IPAddress"]
-    docker("rm", "-f", a1)
-    dk.rm_network(one)
-    # The survivor's container keeps its address; a new one gets another, and they talk.
-    b2 = dk.run("b2", two)
-    assert inspect_net(b2, two)["IPAddress"] != addr2
-    assert addr2 in dk.exec(a2, "ip", "-o", "-4", "addr", "show", "eth0")
-    ping(dk, b2, addr2)
-    nid = dk.network_id(two)
-    dk.cleanup()
-    assert_nothing_left(pycni, [nid], [])
+    parents = ["pvl" + secrets.token_hex(4) for _ in range(2)]
+    try:
+        for parent in parents:  # veth ends as parents: this kernel has no dummy module
+            support.run("ip", "link", "add", parent, "type", "veth", "peer", "name", parent + "p")
+            support.run("ip", "link", "set", parent, "up")
+            support.run("ip", "link", "set", parent + "p", "up")
+        one, two = (dk.network(f"vl{i}", "-o", "cni.type=macvlan", "-o", f"parent={parent}",
+                               "--ipam-driver", pycni.name, "--subnet", subnet)
+                    for i, parent in enumerate(parents))
+        a1, a2 = dk.run("a1", one), dk.run("a2", two)
+        addr2 = inspect_net(a2, two)["IPAddress"]
+        docker("rm", "-f", a1)
+        dk.rm_network(one)
+        # The survivor's container keeps its address; a new one gets another; they talk.
+        b2 = dk.run("b2", two)
+        assert inspect_net(b2, two)["IPAddress"] != addr2
+        assert addr2 in dk.exec(a2, "ip", "-o", "-4", "addr", "show", "eth0")
+        ping(dk, b2, addr2)
+        nid = dk.network_id(two)
+        dk.cleanup()
+        assert_nothing_left(pycni, [nid], [])
+    finally:
+        dk.cleanup()  # containers first: macvlan's DEL fails once its parent is gone
+        for parent in parents:
+            support.run("ip", "link", "del", parent, check=False)
 
 
 @pytest.mark.min_engine(28)
