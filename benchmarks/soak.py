@@ -114,7 +114,11 @@ def choose_op(rng, boxes, networks, extra, extra_age, max_live):
     stopped = [b for b in boxes if not b.running]
     options = []  # (weight, op, target)
     if len(boxes) < max_live:
-        options.append((5, "run", {"network": rng.choice(networks)}))
+        # On a lasting network: a container's first network is its network mode, and one
+        # started on the extra network cannot start or connect once it is gone (Docker's
+        # way with any driver).
+        lasting = [n for n in networks if n != extra] or networks
+        options.append((5, "run", {"network": rng.choice(lasting)}))
     joinable = [(b.name, n) for b in running for n in networks if n not in b.networks]
     if joinable:
         options.append((2, "connect", dict(zip(("container", "network"), rng.choice(joinable)))))
