@@ -12,6 +12,7 @@ from .host import Host
 from .ipam import Ipam
 from .reconcile import Reconciler
 from .security import prepare_state_dir
+from .netspec import legacy
 from .store import Store
 
 
@@ -28,7 +29,7 @@ class Graph:
 
 def build(settings, host=None, defer_delete=None):
     prepare_state_dir(settings)
-    store = Store(settings.db_path)
+    store = Store(settings.db_path, legacy=legacy)
     runtime = CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
                          timeout=settings.plugin_timeout)
     host = host or Host()

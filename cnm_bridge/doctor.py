@@ -19,6 +19,7 @@ from cni_runner.errors import CNIError, PluginError
 from cni_runner.invoke import find_plugin
 
 from . import hostrules, names
+from .records import EndpointState
 from .render import render
 from .security import UnsafeSetup, check_dirs
 from .status import server_answers
@@ -277,11 +278,12 @@ def check_state_dirs(settings):
 
 def check_store(settings):
     """The store opens and SQLite's quick_check passes."""
+    from .netspec import legacy
     from .store import Store, StoreUnusable
     if not os.path.exists(settings.db_path):
         return [Finding("store", True, f"no store yet at {settings.db_path} (made at start)")]
     try:
-        Store(settings.db_path).verify()
+        Store(settings.db_path, legacy=legacy).verify()
     except StoreUnusable as e:
         return [Finding("store", False, f"{e.path}: {e.reason}", e.fix)]
     return [Finding("store", True, f"{settings.db_path} opens and checks ok")]
@@ -301,7 +303,7 @@ def check_forgotten(store, docker):
             continue
         live = {c.get("EndpointID") for c in (info.get("Containers") or {}).values()}
         forgotten += [f"endpoint {e.id[:12]}" for e in store.endpoints(spec.id)
-                      if e.state == "ready" and e.id not in live]
+                      if e.state == EndpointState.READY and e.id not in live]
     if forgotten:
         return [Finding("endpoints Docker knows", False,
                         f"pycni holds what dockerd no longer has: {', '.join(forgotten[:5])}"
@@ -365,6 +367,7 @@ def _host_netns():
 def diagnose(settings, docker, driver, prober=None):
     from cni_runner.invoke import VersionProber
     from .host import Host
+    from .netspec import legacy
     from .store import Store
     prober = prober or VersionProber(timeout=10)
     findings = check_server(settings)
@@ -380,7 +383,7 @@ def diagnose(settings, docker, driver, prober=None):
     store_findings = check_store(settings)
     findings += store_findings
     if all(f.ok for f in store_findings) and os.path.exists(settings.db_path):
-        store = Store(settings.db_path)
+        store = Store(settings.db_path, legacy=legacy)
         findings += check_netfilter(store.networks()) + check_forgotten(store, docker)
         findings += check_cni_status(store.networks(),
                                      CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,

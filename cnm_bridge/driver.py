@@ -14,6 +14,7 @@ from cni_runner import CNIError, conflist_from_dict, load_by_name
 
 from . import conflists, hostrules, names, netspec, options
 from .errors import DriverError, HostError, NotFound, UnsupportedOption
+from .records import EndpointState, NetworkKind
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class Driver:
                                     "IPv6 --subnet")
         plan = options.plan_network(req.generic)
         ipam = netspec.ipam_mode(req.ipv4_data, req.ipv6_data)
-        if plan.mode == "named":
+        if plan.mode == NetworkKind.NAMED:
             try:
                 raw = load_by_name(self.settings.conf_dir, plan.conflist_name).raw
             except CNIError as e:
@@ -102,7 +103,7 @@ class Driver:
                                      names.bridge_name(req.network_id), plan, req.ipv4_data,
                                      req.ipv6_data, req.internal)
         bridge = conflists.bridge_of(raw)
-        if bridge and plan.mode != "named":
+        if bridge and plan.mode != NetworkKind.NAMED:
             self._refuse_foreign_link(bridge, req.network_id)
         owned = [bridge] if bridge and not self.host.link_exists(bridge) else []
         spec = netspec.make_spec(req.network_id, plan, raw, req.ipv4_data, req.ipv6_data,
@@ -270,7 +271,7 @@ class Driver:
         sends it again whenever that endpoint changes: a repeat publishes nothing new."""
         spec = self.network(req.network_id)
         ep = self.attachments.ready(req.endpoint_id)
-        if ep.state != "ready":
+        if ep.state != EndpointState.READY:
             raise NotFound(f"endpoint {req.endpoint_id[:12]} is not attached")
         self.attachments.publish(spec, ep, req.port_mappings)
         return {}

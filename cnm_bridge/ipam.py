@@ -22,7 +22,7 @@ from cni_runner import CNIError, RuntimeConf, canonical_result, conflist_from_di
 from . import conflists, names, routes
 from .errors import DriverError, NotFound, UnsupportedOption
 from .options import OPT_CNI_NETWORK
-from .store import Pool
+from .records import Pool
 
 log = logging.getLogger(__name__)
 LOCAL_SPACE = "PycniLocal"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from cni_runner import validate_name
 
 from .errors import UnsupportedOption
+from .records import AttachMode, NetworkKind
 
 OPT_CNI_NETWORK = "cni.network"
 OPT_CNI_TYPE = "cni.type"
@@ -35,10 +36,6 @@ TYPE_OPTIONS = {
     "ptp": {OPT_MTU, OPT_MASQ},
 }
 MODES = {"macvlan": {"bridge", "private", "vepa", "passthru"}, "ipvlan": {"l2", "l3", "l3s"}}
-# How an endpoint is attached: "handoff" runs CNI in a scratch netns and hands the
-# interface to Docker; "direct" runs it in the container's netns where that exists at Join;
-# "auto" is handoff unless the list or the endpoint needs direct (attachment._choose).
-ATTACH_MODES = ("auto", "handoff", "direct")
 IFNAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,14}")
 
 # The one boolean parser of the Docker side: the words Docker's own drivers accept.
@@ -98,12 +95,12 @@ def _cidr_option(key, value):
 class NetworkPlan:
     """How a Docker network maps to CNI: a named conflist or a generated one."""
 
-    mode: str  # "named" or "generated"
+    mode: str  # NetworkKind
     conflist_name: str = ""
     cni_type: str = "bridge"
     options: tuple = ()  # the generated list's options, sorted (key, value) pairs
     allow_loss: bool = False
-    attach: str = "auto"
+    attach: str = AttachMode.AUTO
     host_ip: str = ""  # default host address of published ports
     ip_range: str = ""  # the user's statement of Docker's --ip-range (named lists)
 
@@ -123,10 +120,10 @@ def plan_network(generic):
     """Docker's generic options (-o k=v) -> NetworkPlan, refusing what pycni cannot honour."""
     opts = dict(generic)
     allow_loss = parse_bool(OPT_ALLOW_LOSS, opts.pop(OPT_ALLOW_LOSS, "false"))
-    attach = opts.pop(OPT_ATTACH, "auto")
-    if attach not in ATTACH_MODES:
+    attach = opts.pop(OPT_ATTACH, AttachMode.AUTO)
+    if attach not in AttachMode.CHOICES:
         raise UnsupportedOption(f"option {OPT_ATTACH}={attach!r} must be one of "
-                                f"{', '.join(ATTACH_MODES)}")
+                                f"{', '.join(AttachMode.CHOICES)}")
     host_ip = opts.pop(OPT_HOST_IP, "")
     if host_ip:
         host_ip = _ipv4_option(OPT_HOST_IP, host_ip)
@@ -160,7 +157,7 @@ def plan_network(generic):
             raise UnsupportedOption(
                 f"option mode={value!r} is not a {cni_type} mode; use one of "
                 f"{', '.join(sorted(MODES[cni_type]))}")
-    return NetworkPlan("generated", cni_type=cni_type, options=tuple(sorted(opts.items())),
+    return NetworkPlan(NetworkKind.GENERATED, cni_type=cni_type, options=tuple(sorted(opts.items())),
                        **common)
 
 
@@ -178,4 +175,4 @@ def _named_plan(name, opts, common):
         raise UnsupportedOption(
             f"option(s) {', '.join(sorted(opts))} cannot be combined with "
             f"{OPT_CNI_NETWORK}: the conflist {name!r} decides them")
-    return NetworkPlan("named", conflist_name=name, ip_range=ip_range, **common)
+    return NetworkPlan(NetworkKind.NAMED, conflist_name=name, ip_range=ip_range, **common)

@@ -4,6 +4,7 @@ Docker shows no ports for remote-driver networks (`docker port` stays empty),
 so this reads pycni's store and asks dockerd only for container names.
 """
 
+from .netspec import legacy
 from .store import Store
 
 
@@ -16,7 +17,7 @@ def container_names(docker):
 
 
 def print_ports(settings, docker=None):
-    store = Store(settings.db_path)
+    store = Store(settings.db_path, legacy=legacy)
     rows = [(ep, m) for ep in store.endpoints() for m in ep.ports]
     if docker is None:
         try:

@@ -20,6 +20,7 @@ from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from
 from . import names
 from .bootid import current_boot_id
 from .errors import DriverError, HostError
+from .records import EndpointState
 
 log = logging.getLogger(__name__)
 # What gc keeps in the store between its passes: the ID of the dockerd it trusts, and
@@ -57,7 +58,8 @@ class Reconciler:
                     # Made before a reboot: the container's interface is gone and Docker
                     # will not send DeleteEndpoint. Release what CNI holds.
                     self._try(report, "lost", self.attachments.release, ep.id)
-                elif ep.state in ("creating", "deleting") and ep.changed_unix <= cutoff:
+                elif (ep.state in (EndpointState.CREATING, EndpointState.DELETING)
+                      and ep.changed_unix <= cutoff):
                     self._try(report, "half_made", self.attachments.release, ep.id, cutoff)
             self._orphans(report, min_age)
         self._log("local", report)
@@ -182,7 +184,8 @@ class Reconciler:
             for ep in self.store.endpoints(spec.id):
                 # Judged by the last state change: an endpoint that joined just now is
                 # starting, and dockerd lists it only once its container runs.
-                if ep.id not in live and ep.state == "ready" and ep.changed_unix <= cutoff:
+                if (ep.id not in live and ep.state == EndpointState.READY
+                        and ep.changed_unix <= cutoff):
                     endpoints.add(ep.id)
         return networks, endpoints
 

@@ -94,9 +94,10 @@ def store_problem(settings):
     the fix, not a worker failing to boot again and again. Checked in a child process:
     the master never loads SQLite or the app's modules, and stays small."""
     code = ("import sys\n"
+            "from cnm_bridge.netspec import legacy\n"
             "from cnm_bridge.store import Store, StoreUnusable\n"
             "try:\n"
-            "    Store(sys.argv[1]).verify()\n"
+            "    Store(sys.argv[1], legacy=legacy).verify()\n"
             "except StoreUnusable as e:\n"
             "    print(e)\n")
     try:

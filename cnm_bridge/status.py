@@ -10,7 +10,9 @@ import socket
 import sys
 
 from . import answers, ports
+from .records import EndpointState
 from .render import render
+from .netspec import legacy
 from .store import Store, StoreUnusable
 
 NETWORK_COLUMNS = ["Network", "Id", "CNINetwork", "Mode", "Subnets", "Bridge", "Endpoints"]
@@ -36,7 +38,7 @@ def server_answers(path, timeout=5):
 
 
 def collect(settings, docker=None):
-    store = Store(settings.db_path)
+    store = Store(settings.db_path, legacy=legacy)
     up, why = server_answers(settings.socket)
     net_names, ep_names = {}, {}
     if docker is not None:
@@ -63,7 +65,7 @@ def collect(settings, docker=None):
                     "Attach": f"{e.mode} {e.ifname}" if e.mode else ""})
     return {"Server": {"Socket": settings.socket, "Answering": up, "Error": why},
             "Networks": networks, "Endpoints": eps,
-            "PendingDeletes": sum(1 for e in endpoints if e.state == "deleting")}
+            "PendingDeletes": sum(1 for e in endpoints if e.state == EndpointState.DELETING)}
 
 
 def run_status(settings, opts, docker=None):

@@ -18,14 +18,13 @@ import logging
 from . import conflists
 from .answers import container_mac
 from .errors import UnsupportedOption
+from .records import AttachMode
 
 log = logging.getLogger(__name__)
-HANDOFF = "handoff"
-DIRECT = "direct"
 
 
 class Handoff:
-    mode = HANDOFF
+    mode = AttachMode.HANDOFF
 
     def __init__(self, host):
         self.host = host
@@ -84,7 +83,7 @@ class Handoff:
 
 
 class Direct(Handoff):
-    mode = DIRECT
+    mode = AttachMode.DIRECT
 
     def prepare(self, ep, sandbox_key):
         """Pin the container's netns; pick the interface's name in it. -> CNI_NETNS."""
