@@ -17,8 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cnm_bridge import netspec, records, store as store_mod  # noqa: E402
-from cnm_bridge.options import plan_network  # noqa: E402
+from cnm_bridge.network import netspec  # noqa: E402
+from cnm_bridge.state import records, store as store_mod  # noqa: E402
+from cnm_bridge.network.options import plan_network  # noqa: E402
 
 CONF = {"cniVersion": "1.0.0", "name": "pycni-x",
         "plugins": [{"type": "bridge", "bridge": "pc-x",

@@ -2,7 +2,7 @@
 
 import logging
 
-from .api import create_app
+from .docker.api import create_app
 from .compose import build
 
 

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from cni_runner import CNIRuntime
 
-from .attachment import Attachments
-from .driver import Driver
-from .host import Host
-from .ipam import Ipam
-from .reconcile import Reconciler
-from .security import prepare_state_dir
-from .netspec import legacy
-from .store import Store
+from .network.attachment import Attachments
+from .network.driver import Driver
+from .host.host import Host
+from .network.ipam import Ipam
+from .network.reconcile import Reconciler
+from .host.security import prepare_state_dir
+from .network.netspec import legacy
+from .state.store import Store
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 import pytest
 
-from cnm_bridge import netspec
-from cnm_bridge import options as o
+from cnm_bridge.network import netspec
+from cnm_bridge.network import options as o
 from checks import refused
 from cnm_bridge.errors import UnsupportedOption
 

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from cnm_bridge import netspec
-from cnm_bridge.options import plan_network
-from cnm_bridge.records import Endpoint, Pool
-from cnm_bridge.store import Store, StoreUnusable
+from cnm_bridge.network import netspec
+from cnm_bridge.network.options import plan_network
+from cnm_bridge.state.records import Endpoint, Pool
+from cnm_bridge.state.store import Store, StoreUnusable
 
 NID = "3f" * 32
 NID2 = "4e" * 32
@@ -109,7 +109,7 @@ def test_store_of_an_older_release_is_read(tmp_path):
     firewall plugin and an enable_icc=false rule in CNI-ADMIN; endpoints without mode."""
     import json
     import sqlite3
-    from cnm_bridge import hostrules
+    from cnm_bridge.host import hostrules
     path = str(tmp_path / "old.db")
     db = sqlite3.connect(path)
     db.executescript(OLD_NETWORKS)
@@ -376,7 +376,7 @@ def garbage(path):
 
 
 def test_a_damaged_store_is_named_with_the_fix(tmp_path):
-    from cnm_bridge.store import StoreUnusable
+    from cnm_bridge.state.store import StoreUnusable
     path = str(tmp_path / "state" / "pycni.db")
     garbage(path)
     with pytest.raises(StoreUnusable) as e:
@@ -388,7 +388,7 @@ def test_a_damaged_store_is_named_with_the_fix(tmp_path):
 
 def test_an_unwritable_store_is_named(tmp_path, monkeypatch):
     import errno
-    from cnm_bridge.store import StoreUnusable
+    from cnm_bridge.state.store import StoreUnusable
     path = str(tmp_path / "state" / "pycni.db")
 
     def read_only(*a, **kw):

@@ -4,8 +4,8 @@ Docker shows no ports for remote-driver networks (`docker port` stays empty),
 so this reads pycni's store and asks dockerd only for container names.
 """
 
-from .netspec import legacy
-from .store import Store
+from ..network.netspec import legacy
+from ..state.store import Store
 
 
 def container_names(docker):

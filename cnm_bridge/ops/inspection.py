@@ -5,7 +5,7 @@ Both read pycni's store through the composition root and ask dockerd (DockerAPI)
 only to turn Docker's names into ids; neither runs inside the server.
 """
 
-from . import conflists
+from ..network import conflists
 
 
 class LookupFailed(Exception):

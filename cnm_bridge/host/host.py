@@ -12,8 +12,9 @@ import os
 import socket
 import subprocess
 
-from . import hostrules, iptables, links, names, netns, routes
-from .errors import HostError
+from . import hostrules, iptables, links, netns, routes
+from .. import names
+from ..errors import HostError
 
 log = logging.getLogger(__name__)
 SOCK_TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from cni_runner import CNIError
 
 from . import protocol as p
-from .errors import DriverError, HostError, explain_host_trouble
+from ..errors import DriverError, HostError, explain_host_trouble
 
 log = logging.getLogger(__name__)
 IMPLEMENTS = ["NetworkDriver", "IpamDriver"]

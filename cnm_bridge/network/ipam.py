@@ -19,10 +19,12 @@ import uuid
 
 from cni_runner import CNIError, RuntimeConf, canonical_result, conflist_from_dict, load_by_name
 
-from . import conflists, names, routes
-from .errors import DriverError, NotFound, UnsupportedOption
+from . import conflists
+from .. import names
+from ..host import routes
+from ..errors import DriverError, NotFound, UnsupportedOption
 from .options import OPT_CNI_NETWORK
-from .records import Pool
+from ..state.records import Pool
 
 log = logging.getLogger(__name__)
 LOCAL_SPACE = "PycniLocal"

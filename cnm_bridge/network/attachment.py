@@ -18,11 +18,12 @@ import logging
 from cni_runner import (CNIError, PluginError, RuntimeConf, conflist_from_bytes,
                         conflist_from_dict)
 
-from . import answers, conflists, names, ports
-from .bootid import current_boot_id
+from . import answers, conflists, ports
+from .. import names
+from ..state.bootid import current_boot_id
 from .deleter import Deleter, Pending
-from .errors import DriverError, NotFound, UnsupportedOption
-from .records import AttachMode, Endpoint, EndpointState
+from ..errors import DriverError, NotFound, UnsupportedOption
+from ..state.records import AttachMode, Endpoint, EndpointState
 from .strategies import Direct, Handoff
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,11 @@ import time
 
 from cni_runner import CNIError, conflist_from_dict, load_by_name
 
-from . import conflists, hostrules, names, netspec, options
-from .errors import DriverError, HostError, NotFound, UnsupportedOption
-from .records import EndpointState, NetworkKind
+from . import conflists, netspec, options
+from ..host import hostrules
+from .. import names
+from ..errors import DriverError, HostError, NotFound, UnsupportedOption
+from ..state.records import EndpointState, NetworkKind
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import ipaddress
 
 from cni_runner import CNIError, validate_ifname
 
-from .errors import UnsupportedOption
+from ..errors import UnsupportedOption
 from .options import OPT_ALLOW_LOSS, OPT_BRIDGE_NAME, OPT_IP_RANGE, OPT_MODE, OPT_MTU, \
     OPT_PARENT, mtu_option
 

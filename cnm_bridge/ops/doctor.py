@@ -18,10 +18,11 @@ from cni_runner.config import config_files, load_file
 from cni_runner.errors import CNIError, PluginError
 from cni_runner.invoke import find_plugin
 
-from . import hostrules, names
-from .records import EndpointState
+from ..host import hostrules
+from .. import names
+from ..state.records import EndpointState
 from .render import render
-from .security import UnsafeSetup, check_dirs
+from ..host.security import UnsafeSetup, check_dirs
 from .status import server_answers
 
 REFERENCE_PLUGINS = ("bridge", "host-local", "portmap", "static", "tuning")
@@ -278,8 +279,8 @@ def check_state_dirs(settings):
 
 def check_store(settings):
     """The store opens and SQLite's quick_check passes."""
-    from .netspec import legacy
-    from .store import Store, StoreUnusable
+    from ..network.netspec import legacy
+    from ..state.store import Store, StoreUnusable
     if not os.path.exists(settings.db_path):
         return [Finding("store", True, f"no store yet at {settings.db_path} (made at start)")]
     try:
@@ -366,9 +367,9 @@ def _host_netns():
 
 def diagnose(settings, docker, driver, prober=None):
     from cni_runner.invoke import VersionProber
-    from .host import Host
-    from .netspec import legacy
-    from .store import Store
+    from ..host.host import Host
+    from ..network.netspec import legacy
+    from ..state.store import Store
     prober = prober or VersionProber(timeout=10)
     findings = check_server(settings)
     if findings[0].ok or docker is None:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from cni_runner import validate_name
 
-from .errors import UnsupportedOption
-from .records import AttachMode, NetworkKind
+from ..errors import UnsupportedOption
+from ..state.records import AttachMode, NetworkKind
 
 OPT_CNI_NETWORK = "cni.network"
 OPT_CNI_TYPE = "cni.type"

@@ -9,7 +9,7 @@ import ipaddress
 
 from cni_runner import canonical_result
 
-from .errors import UnsupportedOption
+from ..errors import UnsupportedOption
 
 MAIN_TABLE = 254  # RT_TABLE_MAIN
 

@@ -17,10 +17,10 @@ import time
 
 from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from_dict
 
-from . import names
-from .bootid import current_boot_id
-from .errors import DriverError, HostError
-from .records import EndpointState
+from .. import names
+from ..state.bootid import current_boot_id
+from ..errors import DriverError, HostError
+from ..state.records import EndpointState
 
 log = logging.getLogger(__name__)
 # What gc keeps in the store between its passes: the ID of the dockerd it trusts, and

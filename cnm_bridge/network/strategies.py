@@ -17,8 +17,8 @@ import logging
 
 from . import conflists
 from .answers import container_mac
-from .errors import UnsupportedOption
-from .records import AttachMode
+from ..errors import UnsupportedOption
+from ..state.records import AttachMode
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .errors import BadRequest
+from ..errors import BadRequest
 
 ID_RE = re.compile(r"[0-9a-f]{64}")
 # Swarm's network ids: 25 characters of [0-9a-z] (moby's stringid for cluster objects).

@@ -9,11 +9,11 @@ import json
 import socket
 import sys
 
-from . import answers, ports
-from .records import EndpointState
+from ..network import answers, ports
+from ..state.records import EndpointState
 from .render import render
-from .netspec import legacy
-from .store import Store, StoreUnusable
+from ..network.netspec import legacy
+from ..state.store import Store, StoreUnusable
 
 NETWORK_COLUMNS = ["Network", "Id", "CNINetwork", "Mode", "Subnets", "Bridge", "Endpoints"]
 ENDPOINT_COLUMNS = ["Container", "Network", "Endpoint", "Addresses", "Mac", "Ports", "State",

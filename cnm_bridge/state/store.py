@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 
-from .errors import NotFound
+from ..errors import NotFound
 from .records import Endpoint, NetworkSpec, Pool, julianday_unix
 
 SCHEMA = """
@@ -226,7 +226,7 @@ class Store:
         """Raises NotFound if the row is gone: a teardown removed it meanwhile, and a
         writer that went on would answer Docker for an endpoint nothing holds."""
         with self._conn() as db:
-            # SET's expressions read the row as it was: `state=?` is the old state.
+            # SET's expressions read the row as it was: `state=:state` is the old state.
             row = e.to_row()
             sets = ", ".join(f"{c}=:{c}" for c in row if c != "id")
             cur = db.execute(
