@@ -115,7 +115,7 @@ class Attachments:
         ep.cap_args = answers.capability_args((ipam or {}).get("type"), ep.addresses, ep.mac)
         self.store.update_endpoint(ep)  # before its netns exists: reconciliation finds it
         try:
-            path = strategy.prepare(ep, sandbox_key)
+            path, ep.ifname = strategy.prepare(ep, sandbox_key)
             self.store.update_endpoint(ep)  # the ifname chosen, before any plugin runs
             result = self.runtime.add(conflist, RuntimeConf(ep.id, path, ep.ifname,
                                                             ep.cni_args, ep.cap_args))

@@ -12,8 +12,7 @@ import ipaddress
 from cni_runner import CNIError, validate_ifname
 
 from ..errors import UnsupportedOption
-from .options import OPT_ALLOW_LOSS, OPT_BRIDGE_NAME, OPT_IP_RANGE, OPT_MODE, OPT_MTU, \
-    OPT_PARENT, mtu_option
+from .options import OPT_ALLOW_LOSS, OPT_IP_RANGE
 
 # IPAM plugins that take Docker's address through the `ips` capability.
 IPS_IPAMS = ("host-local", "static")
@@ -121,17 +120,17 @@ def generate(cni_name, bridge, plan, ipv4_data, ipv6_data, internal):
     if routes:
         ipam["routes"] = routes
     if plan.cni_type == "bridge":
-        main = {"type": "bridge", "bridge": plan.option(OPT_BRIDGE_NAME, bridge),
+        main = {"type": "bridge", "bridge": plan.bridge_name or bridge,
                 "isGateway": not internal and any(d.gateway is not None for d in data),
                 "ipMasq": False, "hairpinMode": True}
     elif plan.cni_type == "ptp":
         main = {"type": "ptp", "ipMasq": False}
     else:
-        main = {"type": plan.cni_type, "master": plan.option(OPT_PARENT)}
-        if plan.option(OPT_MODE):
-            main["mode"] = plan.option(OPT_MODE)
-    if plan.option(OPT_MTU):
-        main["mtu"] = mtu_option(plan.option(OPT_MTU))
+        main = {"type": plan.cni_type, "master": plan.parent}
+        if plan.parent_mode:
+            main["mode"] = plan.parent_mode
+    if plan.mtu:
+        main["mtu"] = plan.mtu
     main["ipam"] = ipam
     chain = [main]
     if not internal:

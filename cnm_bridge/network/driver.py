@@ -98,7 +98,7 @@ class Driver:
                                             req.ipv6_data, plan.ip_range)
         else:
             if plan.cni_type in ("macvlan", "ipvlan"):
-                parent = plan.option(options.OPT_PARENT)
+                parent = plan.parent
                 if not self.host.link_exists(parent):
                     raise UnsupportedOption(f"parent interface {parent!r} does not exist")
             raw = conflists.generate(names.cni_network_name(req.network_id),

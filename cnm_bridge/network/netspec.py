@@ -72,10 +72,7 @@ def legacy(row):
     masq = row.get("masquerade") or {}
     plan = NetworkPlan(row["mode"], conflist_name=raw.get("name", ""),
                        cni_type=conflists.main_plugin(raw).get("type", "bridge"),
-                       options=(("com.docker.network.bridge.enable_ip_masquerade",
-                                 "true" if masq else "false"),
-                                ("com.docker.network.bridge.enable_icc",
-                                 "false" if row.get("isolated_bridge") else "true")))
+                       masquerade=bool(masq), icc=not row.get("isolated_bridge"))
     # The firewall plugin of an old generated list stays in its chain: its endpoints'
     # cached DELs need it, and its rules are per container, not pycni's.
     spec = make_spec(row["id"], plan, raw, [], [], bool(row.get("internal")),

@@ -98,22 +98,17 @@ class NetworkPlan:
     mode: str  # NetworkKind
     conflist_name: str = ""
     cni_type: str = "bridge"
-    options: tuple = ()  # the generated list's options, sorted (key, value) pairs
+    # A generated list's options, each typed once here:
+    bridge_name: str = ""  # com.docker.network.bridge.name ("": pycni names it)
+    parent: str = ""  # a macvlan or ipvlan network's host interface
+    parent_mode: str = ""  # its macvlan or ipvlan mode (-o mode=...)
+    mtu: int = 0  # 0: the plugin's default
+    masquerade: bool = True
+    icc: bool = True
     allow_loss: bool = False
     attach: str = AttachMode.AUTO
     host_ip: str = ""  # default host address of published ports
     ip_range: str = ""  # the user's statement of Docker's --ip-range (named lists)
-
-    def option(self, key, default=None):
-        return dict(self.options).get(key, default)
-
-    @property
-    def masquerade(self):
-        return parse_bool(OPT_MASQ, self.option(OPT_MASQ, "true"))
-
-    @property
-    def icc(self):
-        return parse_bool(OPT_ICC, self.option(OPT_ICC, "true"))
 
 
 def plan_network(generic):
@@ -145,20 +140,26 @@ def plan_network(generic):
             f"unsupported {cni_type!r} network option(s): {', '.join(unknown)}")
     if cni_type in ("macvlan", "ipvlan") and OPT_PARENT not in opts:
         raise UnsupportedOption(f"a {cni_type} network needs -o {OPT_PARENT}=IFACE")
-    # Validate every value now, so a bad one fails `docker network create`.
+    # Every value typed now, so a bad one fails `docker network create`.
+    typed = {}
     for key, value in opts.items():
-        if key in (OPT_BRIDGE_NAME, OPT_PARENT):
-            ifname_option(key, value)
+        if key == OPT_BRIDGE_NAME:
+            typed["bridge_name"] = ifname_option(key, value)
+        elif key == OPT_PARENT:
+            typed["parent"] = ifname_option(key, value)
         elif key == OPT_MTU:
-            mtu_option(value)
-        elif key in (OPT_MASQ, OPT_ICC):
-            parse_bool(key, value)
-        elif key == OPT_MODE and value not in MODES[cni_type]:
-            raise UnsupportedOption(
-                f"option mode={value!r} is not a {cni_type} mode; use one of "
-                f"{', '.join(sorted(MODES[cni_type]))}")
-    return NetworkPlan(NetworkKind.GENERATED, cni_type=cni_type, options=tuple(sorted(opts.items())),
-                       **common)
+            typed["mtu"] = mtu_option(value)
+        elif key == OPT_MASQ:
+            typed["masquerade"] = parse_bool(key, value)
+        elif key == OPT_ICC:
+            typed["icc"] = parse_bool(key, value)
+        elif key == OPT_MODE:
+            if value not in MODES[cni_type]:
+                raise UnsupportedOption(
+                    f"option mode={value!r} is not a {cni_type} mode; use one of "
+                    f"{', '.join(sorted(MODES[cni_type]))}")
+            typed["parent_mode"] = value
+    return NetworkPlan(NetworkKind.GENERATED, cni_type=cni_type, **typed, **common)
 
 
 def _named_plan(name, opts, common):
