@@ -142,14 +142,11 @@ def _serve(settings):
 
 def _inspection(settings, opts):
     from .compose import build
-    from .ops.dockerapi import DockerAPI
+    from .ops.dockerapi import reach
     from .ops.inspection import LookupFailed, check_container, describe_network, find_network
     from .ops.render import render
     graph = build(settings, defer_delete=False)
-    try:
-        docker = DockerAPI.connect(timeout=10)
-    except Exception:
-        docker = None
+    docker = reach()
     try:
         if opts.command == "inspect":
             spec = find_network(graph.store, docker, opts.network)

@@ -68,9 +68,6 @@ class Host:
     def link_exists(self, name):
         return links.link_exists(name)
 
-    def link_mac(self, name):
-        return links.link_mac(name)
-
     def link_kind(self, name):
         """"bridge", "device", "vlan", "virtual", ...; None if the host has no such link."""
         return links.link_kind(name)

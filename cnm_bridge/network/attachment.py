@@ -5,11 +5,13 @@ The driver (CreateEndpoint, Join, ProgramExternalConnectivity, ...), the
 deferred deleter and the reconciler all go through `Attachments`; nothing else
 runs an endpoint's CNI or touches its netns and links.
 
-Where CNI runs is decided at Join, by looking at the SandboxKey (strategies.py):
-- direct: the container's netns is already mounted there (Docker 28 on `docker
-  run`, any engine on `docker network connect`): CNI ADD runs in it, as ethN.
-- handoff: it is not there yet (Docker 20.10 and 26 on `docker run`): CNI ADD
-  runs in a scratch netns and the interface is handed to Docker to move in.
+Where CNI runs is decided at Join (`_choose`, strategies.py):
+- handoff, the default on every engine: CNI ADD runs in a scratch netns and the
+  interface is handed to Docker to move in (Docker names it and counts it).
+- direct, only where wanted (-o cni.attach=direct, an interface name asked for, or
+  a list whose settings a handoff loses) and possible (the container's netns is
+  mounted at the SandboxKey at Join: Docker 28+ on `docker run`, any engine on
+  `docker network connect`): CNI ADD runs in it, as the lowest free ethN.
 """
 
 import ipaddress
@@ -340,9 +342,11 @@ class Attachments:
         if ep.state != EndpointState.READY:
             return None, f"endpoint is {ep.state}, not attached"
         if ep.mode != AttachMode.DIRECT:
-            return None, ("attached through the scratch-netns handoff: CNI's netns is not "
-                          "the container's, so CHECK has nothing to look at (CHECK needs "
-                          "Docker 28+, or `docker network connect`)")
+            return None, ("attached through the scratch-netns handoff (the default): CNI's "
+                          "netns is not the container's, so CHECK has nothing to look at; "
+                          "CHECK needs a direct attachment: a network made with -o "
+                          "cni.attach=direct, on Docker 28+ or through `docker network "
+                          "connect`")
         if not self.host.netns_exists(ep.netns):
             return False, f"the container's netns ({ep.sandbox_key}) is gone"
         conflist = self._endpoint_conflist(spec, ep, ep.mode)

@@ -14,7 +14,8 @@ from cni_runner import CNIError, validate_ifname
 from ..errors import UnsupportedOption
 from .options import OPT_ALLOW_LOSS, OPT_IP_RANGE
 
-# IPAM plugins that take Docker's address through the `ips` capability.
+# IPAM plugins that take Docker's address through the `ips` capability: the ones an
+# endpoint's runtimeConfig gives `ips` to, and the ones pycni's IPAM driver runs alone.
 IPS_IPAMS = ("host-local", "static")
 # Reference plugins that set the container interface's MAC from CNI_ARGS MAC or the
 # `mac` capability (measured with Debian's 1.1.1: bridge, macvlan, tuning).

@@ -145,10 +145,14 @@ class Driver:
             link, network_id)
 
     def delete_network(self, ref):
+        return self.remove_network(ref.network_id)
+
+    def remove_network(self, network_id):
+        """DeleteNetwork's work, also for reconciliation (a network dockerd forgot)."""
         # Under the network's lock: `pycni gc` (another process) may be installing its
         # rules again right now.
-        with self.runtime.lock("network", ref.network_id):
-            return self._delete_network(ref.network_id)
+        with self.runtime.lock("network", network_id):
+            return self._delete_network(network_id)
 
     def _delete_network(self, network_id):
         spec = self.store.get_network(network_id)

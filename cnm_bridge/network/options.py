@@ -27,8 +27,6 @@ OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_HOST_IP = "com.docker.network.bridge.host_binding_ipv4"
 
-# Options any network takes, generated or named.
-COMMON_OPTIONS = {OPT_ALLOW_LOSS, OPT_ATTACH, OPT_HOST_IP}
 TYPE_OPTIONS = {
     "bridge": {OPT_BRIDGE_NAME, OPT_MTU, OPT_MASQ, OPT_ICC},
     "macvlan": {OPT_PARENT, OPT_MODE, OPT_MTU},
@@ -43,8 +41,9 @@ TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 
 
-def parse_bool(key, value):
-    """'true'/'1'/'yes'/'on' -> True, 'false'/'0'/'no'/'off' -> False (any case)."""
+def bool_word(value):
+    """True for 'true'/'1'/'yes'/'on', False for 'false'/'0'/'no'/'off' (any case) and
+    for a bool itself; None for anything else: each caller says what it refuses."""
     if isinstance(value, bool):
         return value
     v = str(value).strip().lower()
@@ -52,7 +51,15 @@ def parse_bool(key, value):
         return True
     if v in FALSE_WORDS:
         return False
-    raise UnsupportedOption(f"option {key}={value!r} must be true or false")
+    return None
+
+
+def parse_bool(key, value):
+    """A network option's boolean (bool_word), or UnsupportedOption naming it."""
+    word = bool_word(value)
+    if word is None:
+        raise UnsupportedOption(f"option {key}={value!r} must be true or false")
+    return word
 
 
 def ifname_option(key, value):

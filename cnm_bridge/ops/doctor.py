@@ -20,7 +20,7 @@ from cni_runner.invoke import find_plugin
 
 from ..host import hostrules
 from .. import names
-from ..state.records import EndpointState
+from ..network import reconcile
 from .render import render
 from ..host.security import UnsafeSetup, check_dirs
 from .status import server_answers
@@ -293,18 +293,12 @@ def check_store(settings):
 def check_forgotten(store, docker):
     if docker is None:
         return []
-    forgotten = []
-    for spec in store.networks():
-        try:
-            info = docker.network(spec.id)
-        except Exception:
-            return []
-        if info is None:
-            forgotten.append(f"network {spec.id[:12]}")
-            continue
-        live = {c.get("EndpointID") for c in (info.get("Containers") or {}).values()}
-        forgotten += [f"endpoint {e.id[:12]}" for e in store.endpoints(spec.id)
-                      if e.state == EndpointState.READY and e.id not in live]
+    try:
+        networks, endpoints = reconcile.forgotten(store, docker)
+    except Exception:
+        return []
+    forgotten = ([f"network {n[:12]}" for n in networks]
+                 + [f"endpoint {e[:12]}" for e in endpoints])
     if forgotten:
         return [Finding("endpoints Docker knows", False,
                         f"pycni holds what dockerd no longer has: {', '.join(forgotten[:5])}"
@@ -396,13 +390,8 @@ def diagnose(settings, docker, driver, prober=None):
 
 def run_doctor(settings, opts, docker=None):
     if docker is None:
-        try:
-            from .dockerapi import DockerAPI
-            # dockerd looks for a missing plugin for ~15 s before it answers.
-            docker = DockerAPI.connect(timeout=40)
-            docker.version()
-        except Exception:
-            docker = None
+        from .dockerapi import reach
+        docker = reach()
     findings = diagnose(settings, docker, opts.driver)
     rows = [dict(asdict(f), ok="ok" if f.ok else "PROBLEM") for f in findings]
     if opts.json:

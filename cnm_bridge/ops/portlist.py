@@ -20,11 +20,8 @@ def print_ports(settings, docker=None):
     store = Store(settings.db_path, legacy=legacy)
     rows = [(ep, m) for ep in store.endpoints() for m in ep.ports]
     if docker is None:
-        try:
-            from .dockerapi import DockerAPI
-            docker = DockerAPI.connect(timeout=5)
-        except Exception:
-            docker = None
+        from .dockerapi import reach
+        docker = reach()
     names = container_names(docker) if docker is not None else {}
     print(f"{'CONTAINER':<24} {'HOST':<24} {'CONTAINER PORT':<16} ENDPOINT")
     for ep, m in rows:

@@ -70,11 +70,8 @@ def collect(settings, docker=None):
 
 def run_status(settings, opts, docker=None):
     if docker is None:
-        try:
-            from .dockerapi import DockerAPI
-            docker = DockerAPI.connect(timeout=5)
-        except Exception:
-            docker = None
+        from .dockerapi import reach
+        docker = reach()
     try:
         data = collect(settings, docker)
     except StoreUnusable as e:

@@ -89,9 +89,6 @@ class FakeHost:
     def link_exists(self, name):
         return name in self.links
 
-    def link_mac(self, name):
-        return self.links.get(name, "")
-
     def link_kind(self, name):
         return self.kinds.get(name, "bridge") if name in self.links else None
 
