@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from cni_runner import CNIRuntime
 
+from .host.host import Host
+from .host.security import prepare_state_dir
 from .network.attachment import Attachments
 from .network.driver import Driver
-from .host.host import Host
 from .network.ipam import Ipam
-from .network.reconcile import Reconciler
-from .host.security import prepare_state_dir
 from .network.netspec import legacy
+from .network.reconcile import Reconciler
 from .state.store import Store
 
 

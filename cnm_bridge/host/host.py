@@ -12,9 +12,9 @@ import os
 import socket
 import subprocess
 
-from . import hostrules, iptables, links, netns, routes
 from .. import names
 from ..errors import HostError
+from . import hostrules, iptables, links, netns, routes
 
 log = logging.getLogger(__name__)
 SOCK_TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}

@@ -20,12 +20,12 @@ import logging
 from cni_runner import (CNIError, PluginError, RuntimeConf, conflist_from_bytes,
                         conflist_from_dict)
 
-from . import answers, conflists, ports
 from .. import names
-from ..state.bootid import current_boot_id
-from .deleter import Deleter, Pending
 from ..errors import DriverError, NotFound, UnsupportedOption
+from ..state.bootid import current_boot_id
 from ..state.records import AttachMode, Endpoint, EndpointState
+from . import answers, conflists, ports
+from .deleter import Deleter, Pending
 from .strategies import Direct, Handoff
 
 log = logging.getLogger(__name__)

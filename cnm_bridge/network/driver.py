@@ -12,11 +12,11 @@ import time
 
 from cni_runner import CNIError, conflist_from_dict, load_by_name
 
-from . import conflists, netspec, options
-from ..host import hostrules
 from .. import names
 from ..errors import DriverError, HostError, NotFound, UnsupportedOption
+from ..host import hostrules
 from ..state.records import EndpointState, NetworkKind
+from . import conflists, netspec, options
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ import uuid
 
 from cni_runner import CNIError, RuntimeConf, canonical_result, conflist_from_dict, load_by_name
 
-from . import conflists
 from .. import names
-from ..host import routes
 from ..errors import DriverError, NotFound, UnsupportedOption
+from ..host import routes
+from ..state.records import Pool
+from . import conflists
 from .conflists import IPS_IPAMS
 from .options import OPT_CNI_NETWORK
-from ..state.records import Pool
 
 log = logging.getLogger(__name__)
 LOCAL_SPACE = "PycniLocal"

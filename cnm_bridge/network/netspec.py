@@ -9,10 +9,10 @@ addresses and MACs are decided. Pure: `make_spec` reads nothing but its inputs;
 
 import dataclasses
 
-from . import conflists
 from .. import names
 from ..errors import UnsupportedOption
 from ..state.records import NetworkKind, NetworkSpec
+from . import conflists
 
 
 def make_spec(network_id, plan, conflist_raw, ipv4_data, ipv6_data, internal, ipv6, ipam,

@@ -18,8 +18,8 @@ import time
 from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from_dict
 
 from .. import names
-from ..state.bootid import current_boot_id
 from ..errors import DriverError, HostError
+from ..state.bootid import current_boot_id
 from ..state.records import EndpointState
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ itself (the one CNI made is removed first: Docker fails on an existing one).
 
 import logging
 
-from . import conflists
-from .answers import container_mac
 from ..errors import UnsupportedOption
 from ..state.records import AttachMode
+from . import conflists
+from .answers import container_mac
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from cni_runner.config import config_files, load_file
 from cni_runner.errors import CNIError, PluginError
 from cni_runner.invoke import find_plugin
 
-from ..host import hostrules
 from .. import names
+from ..host import hostrules
+from ..host.security import UnsafeSetup, check_dirs
 from ..network import reconcile
 from .render import render
-from ..host.security import UnsafeSetup, check_dirs
 from .status import server_answers
 
 REFERENCE_PLUGINS = ("bridge", "host-local", "portmap", "static", "tuning")

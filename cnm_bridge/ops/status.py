@@ -10,10 +10,10 @@ import socket
 import sys
 
 from ..network import answers, ports
-from ..state.records import EndpointState
-from .render import render
 from ..network.netspec import legacy
+from ..state.records import EndpointState
 from ..state.store import Store, StoreUnusable
+from .render import render
 
 NETWORK_COLUMNS = ["Network", "Id", "CNINetwork", "Mode", "Subnets", "Bridge", "Endpoints"]
 ENDPOINT_COLUMNS = ["Container", "Network", "Endpoint", "Addresses", "Mac", "Ports", "State",

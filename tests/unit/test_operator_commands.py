@@ -418,3 +418,17 @@ def test_a_damaged_store_in_status_and_doctor(tmp_path, capsys, no_dockerd):
     assert not f.ok and s.db_path in f.detail and "move it aside" in f.fix
     os.unlink(s.db_path)
     assert doctor.check_store(s) == [] or doctor.check_store(s)[0].ok
+
+
+def test_reach_is_dockerapi_or_none(monkeypatch):
+    import docker
+    from cnm_bridge.ops import dockerapi
+    seen = {}
+    monkeypatch.setattr(docker, "from_env", lambda **kw: seen.update(kw) or FakeClient())
+    assert isinstance(dockerapi.reach(), dockerapi.DockerAPI)
+    assert seen == {"version": "auto", "timeout": dockerapi.TIMEOUT}
+
+    def refuse(**kw):
+        raise ConnectionError("no dockerd here")
+    monkeypatch.setattr(docker, "from_env", refuse)
+    assert dockerapi.reach() is None
