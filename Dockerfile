@@ -31,13 +31,13 @@ RUN set -eux; \
     PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
         python3 -m pip install --no-index --no-cache-dir --find-links /tmp/wheels pycni; \
     rm -rf /tmp/wheels; \
-    python3 -c 'import cnm_bridge.app, cnm_bridge.server, cni_runner, gunicorn, flask, docker'; \
+    python3 -c 'import cnm_bridge.app, cnm_bridge.docker.server, cni_runner, gunicorn, flask, docker'; \
     pycni serve --help >/dev/null; \
     # What only building needed, and documentation: a smaller rootfs is a faster
     # `docker plugin create` (Docker packs it on every host).
     if dpkg -s python3-pip >/dev/null 2>&1; then apt-get purge -y --auto-remove python3-pip; fi; \
     rm -rf /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/*; \
-    python3 -c 'import cnm_bridge.app, cnm_bridge.server, cni_runner, gunicorn, flask, docker'; \
+    python3 -c 'import cnm_bridge.app, cnm_bridge.docker.server, cni_runner, gunicorn, flask, docker'; \
     pycni serve --help >/dev/null
 
 COPY entrypoint.sh /usr/local/bin/pycni-plugin-entrypoint

@@ -37,9 +37,10 @@ import support  # noqa: E402
 from dockerlib import DOCKER, IMAGE, PycniServer, make_busybox_image, settle  # noqa: E402
 
 from cni_runner import CNIRuntime, RuntimeConf, conflist_from_dict  # noqa: E402
-from cnm_bridge import conflists, netns  # noqa: E402
-from cnm_bridge.options import plan_network  # noqa: E402
-from cnm_bridge.protocol import parse_create_network  # noqa: E402
+from cnm_bridge.network import conflists  # noqa: E402
+from cnm_bridge.host import netns  # noqa: E402
+from cnm_bridge.network.options import plan_network  # noqa: E402
+from cnm_bridge.docker.protocol import parse_create_network  # noqa: E402
 
 BRIDGE = "docker bridge (user-defined)"
 ZERO = "pycni, zero config"

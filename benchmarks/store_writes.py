@@ -17,8 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cnm_bridge import netspec, store as store_mod  # noqa: E402
-from cnm_bridge.options import plan_network  # noqa: E402
+from cnm_bridge.network import netspec  # noqa: E402
+from cnm_bridge.state import records, store as store_mod  # noqa: E402
+from cnm_bridge.network.options import plan_network  # noqa: E402
 
 CONF = {"cniVersion": "1.0.0", "name": "pycni-x",
         "plugins": [{"type": "bridge", "bridge": "pc-x",
@@ -44,13 +45,13 @@ def main():
         s = store_mod.Store(os.path.join(d, "pycni.db"))
         spec = lambda i, tag: netspec.make_spec(  # noqa: E731
             f"{tag}{i:060d}", plan_network({}), CONF, [], [], False, False, "docker")
-        ep = lambda i: store_mod.Endpoint(id=f"e{i:063d}", network_id="n", state="created")  # noqa: E731
+        ep = lambda i: records.Endpoint(id=f"e{i:063d}", network_id="n", state="created")  # noqa: E731
         rows = [
             ("add_network (FULL)", lambda i: s.add_network(spec(i, "full"))),
-            ("put_pool (FULL)", lambda i: s.put_pool(store_mod.Pool(f"pycni:{i}", "10.6.0.0/16"))),
+            ("put_pool (FULL)", lambda i: s.put_pool(records.Pool(f"pycni:{i}", "10.6.0.0/16"))),
             ("add_endpoint (NORMAL)", lambda i: s.add_endpoint(ep(i))),
             ("update_endpoint (NORMAL)", lambda i: s.update_endpoint(
-                store_mod.Endpoint(id=f"e{i:063d}", network_id="n", state="ready"))),
+                records.Endpoint(id=f"e{i:063d}", network_id="n", state="ready"))),
             ("add_address (NORMAL)", lambda i: s.add_address("pycni:0", f"10.6.{i // 250}.{i % 250}",
                                                              f"h{i}")),
         ]

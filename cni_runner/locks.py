@@ -57,8 +57,3 @@ class LockDir:
 
     def host(self, exclusive):
         return self._flock("host.lock", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-
-    def named(self, name):
-        """An exclusive lock for a caller-chosen key (e.g. a network's IPAM)."""
-        key = hashlib.sha256(name.encode()).hexdigest()[:32]
-        return self._flock(f"named-{key}.lock", fcntl.LOCK_EX)

@@ -2,8 +2,8 @@
 
 import logging
 
-from .api import create_app
 from .compose import build
+from .docker.api import create_app
 
 
 def make_app(settings, host=None):

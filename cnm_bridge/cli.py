@@ -90,9 +90,9 @@ def main(argv=None):
     logging.basicConfig(level="WARNING" if quiet else s.log_level.upper(),
                         format="%(asctime)s pycni %(levelname)s %(name)s: %(message)s")
     if opts.command == "doctor":
-        from .doctor import run_doctor
+        from .ops.doctor import run_doctor
         return run_doctor(s, opts)
-    from . import security
+    from .host import security
     try:
         security.prepare_state_dir(s) if opts.command == "serve" else security.check_dirs(s)
     except security.UnsafeSetup as e:
@@ -105,7 +105,7 @@ def main(argv=None):
         return 2
     if opts.command == "serve":
         return _serve(s)
-    from .store import StoreUnusable
+    from .state.store import StoreUnusable
     try:
         return _operator_command(s, opts)
     except StoreUnusable as e:
@@ -115,10 +115,10 @@ def main(argv=None):
 
 def _operator_command(s, opts):
     if opts.command == "ports":
-        from .portlist import print_ports
+        from .ops.portlist import print_ports
         return print_ports(s)
     if opts.command == "status":
-        from .status import run_status
+        from .ops.status import run_status
         return run_status(s, opts)
     if opts.command in ("inspect", "check"):
         return _inspection(s, opts)
@@ -126,8 +126,8 @@ def _operator_command(s, opts):
 
 
 def _serve(settings):
-    from .server import serve, store_problem
-    from .serverlock import AlreadyServing
+    from .docker.server import serve, store_problem
+    from .state.serverlock import AlreadyServing
     problem = store_problem(settings)
     if problem:
         print(f"pycni refuses to start: {problem}", file=sys.stderr)
@@ -142,14 +142,11 @@ def _serve(settings):
 
 def _inspection(settings, opts):
     from .compose import build
-    from .dockerapi import DockerAPI
-    from .inspection import LookupFailed, check_container, describe_network, find_network
-    from .render import render
+    from .ops.dockerapi import reach
+    from .ops.inspection import LookupFailed, check_container, describe_network, find_network
+    from .ops.render import render
     graph = build(settings, defer_delete=False)
-    try:
-        docker = DockerAPI.connect(timeout=10)
-    except Exception:
-        docker = None
+    docker = reach()
     try:
         if opts.command == "inspect":
             spec = find_network(graph.store, docker, opts.network)
@@ -188,7 +185,7 @@ def gc(settings, min_age, adopt_dockerd=False, confirm_after=2.0):
     finds something new looks again `confirm_after` seconds later, so one run is enough.
     """
     from .compose import build
-    from .dockerapi import DockerAPI
+    from .ops.dockerapi import DockerAPI
     graph = build(settings, defer_delete=False)
     local = graph.reconciler.local(min_age=min_age)
     try:

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 from cni_runner import CNIRuntime
 
-from .attachment import Attachments
-from .driver import Driver
-from .host import Host
-from .ipam import Ipam
-from .reconcile import Reconciler
-from .security import prepare_state_dir
-from .store import Store
+from .host.host import Host
+from .host.security import prepare_state_dir
+from .network.attachment import Attachments
+from .network.driver import Driver
+from .network.ipam import Ipam
+from .network.netspec import legacy
+from .network.reconcile import Reconciler
+from .state.store import Store
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Graph:
 
 def build(settings, host=None, defer_delete=None):
     prepare_state_dir(settings)
-    store = Store(settings.db_path)
+    store = Store(settings.db_path, legacy=legacy)
     runtime = CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
                          timeout=settings.plugin_timeout)
     host = host or Host()

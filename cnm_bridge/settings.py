@@ -3,6 +3,8 @@
 import os
 from dataclasses import dataclass, field
 
+from .network.options import bool_word
+
 DEFAULT_SOCKET = "/run/docker/plugins/pycni.sock"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_BIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni", "/usr/libexec/cni")
@@ -59,7 +61,7 @@ def from_sources(socket=None, conf_dir=None, bin_dirs=None, state_dir=None,
                              or DEFAULT_PLUGIN_TIMEOUT),
         log_level=(log_level or env.get("PYCNI_LOG_LEVEL") or "info").lower(),
         reconcile_interval=float(env.get("PYCNI_RECONCILE_INTERVAL") or 300),
-        defer_delete=(env.get("PYCNI_DEFER_DELETE") or "1") not in ("0", "false", "no"),
+        defer_delete=bool_word(env.get("PYCNI_DEFER_DELETE") or "1") is not False,
         scope=scope_setting(env.get("PYCNI_SCOPE") or "local"),
     )
 

@@ -9,7 +9,7 @@
 # Sourced with PYCNI_ENTRYPOINT_LIB=1 it only defines its functions (for tests).
 
 SOCKET=/run/docker/plugins/pycni.sock      # config.json: interface.socket = pycni.sock
-NETNS_DIR=/run/netns                       # cnm_bridge.netlink.NETNS_DIR
+NETNS_DIR=/run/netns                       # cnm_bridge.host.netns.NETNS_DIR
 PROC_SYS_NET=/proc/sys/net
 HOST_BIN_DIR=/host/opt/cni/bin             # config.json mount "host-opt"
 HOST_VAR_LIB=/host/var/lib                 # config.json mount "host-var-lib"

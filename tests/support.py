@@ -9,10 +9,6 @@ import subprocess
 # cni-1.9); by default the system's reference plugins.
 CNI_BIN_DIRS = ([os.environ["PYCNI_TEST_CNI_BIN_DIR"]] if os.environ.get("PYCNI_TEST_CNI_BIN_DIR")
                 else [d for d in ("/usr/lib/cni", "/opt/cni/bin") if os.path.isdir(d)])
-GLOBAL_CHAINS = {
-    "filter": ("CNI-FORWARD", "CNI-ADMIN"),
-    "nat": ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"),
-}
 
 
 def cni_plugins_speak(version):
@@ -90,33 +86,6 @@ def iptables_lines():
 
 def iptables_mentioning(*needles):
     return [ln for ln in iptables_lines() if any(n in ln for n in needles)]
-
-
-def chains():
-    """{table: set(chain names)} for IPv4."""
-    out, table = {}, None
-    for ln in run("iptables-save").stdout.splitlines():
-        if ln.startswith("*"):
-            table = ln[1:]
-            out[table] = set()
-        elif ln.startswith(":") and table:
-            out[table].add(ln[1:].split()[0])
-    return out
-
-
-def remove_global_cni_chains(before):
-    """Remove the CNI plugins' shared chains that were not there before the tests."""
-    now = chains()
-    for table, names in GLOBAL_CHAINS.items():
-        for chain in names:
-            if chain not in now.get(table, set()) or chain in before.get(table, set()):
-                continue
-            delete_rules(table, lambda ln, chain=chain: f"-j {chain}" in ln)
-            subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
-    for table, names in GLOBAL_CHAINS.items():
-        for chain in names:
-            if chain in now.get(table, set()) and chain not in before.get(table, set()):
-                subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
 
 
 def delete_rules(table, wanted):

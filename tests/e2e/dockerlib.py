@@ -103,11 +103,12 @@ class PycniServer:
         assert status == 200 and "NetworkDriver" in answer.get("Implements", []), answer
 
     def stop(self, sig=15):
+        unsettled = None
         if sig == 15 and self.proc and self.proc.poll() is None:
             try:
                 settle(self)  # let deferred DELs finish before the state dir goes
-            except AssertionError:
-                pass
+            except AssertionError as e:
+                unsettled = e  # the server is stopped all the same, then this fails
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
             try:
@@ -117,6 +118,9 @@ class PycniServer:
                 self.proc.wait(10)
         if os.path.exists(self.socket):
             os.unlink(self.socket)
+        if unsettled is not None:
+            raise AssertionError(f"pycni stopped with deferred DELs pending: {unsettled}\n"
+                                 f"{self.logs()}") from unsettled
 
     def logs(self):
         with open(self.log_path, "rb") as f:

@@ -307,7 +307,7 @@ def test_ports_follow_gateway_changes_as_docker_29_sends_them(pycni):
 
 def test_docker_sdk_negotiates_the_api_version(pycni):
     """pycni gc asks dockerd through the SDK: 20.10 speaks at most 1.41, 29 refuses < 1.44."""
-    from cnm_bridge.dockerapi import DockerAPI
+    from cnm_bridge.ops.dockerapi import DockerAPI
     api = DockerAPI.connect()
     assert api.client.api.api_version == docker("version", "-f", "{{.Server.APIVersion}}")
     out = pycli(pycni, "gc", "--min-age", "0")

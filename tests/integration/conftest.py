@@ -6,7 +6,7 @@ import secrets
 import pytest
 
 import support
-from cnm_bridge import links, netns
+from cnm_bridge.host import links, netns
 from cnm_bridge.compose import build
 from cnm_bridge.settings import Settings
 
@@ -47,7 +47,7 @@ def stack(needs_root, tmp_path):
     graph = build(settings, defer_delete=False)
     yield settings, graph.store, graph.driver, graph.ipam
     # Whatever a failed test left: endpoints and networks through the driver itself.
-    from cnm_bridge.protocol import NetworkRef
+    from cnm_bridge.docker.protocol import NetworkRef
     for net in graph.store.networks():
         try:
             graph.driver.delete_network(NetworkRef(net.id))

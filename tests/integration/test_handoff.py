@@ -15,7 +15,9 @@ import support
 from cni_runner import PluginError
 from pyroute2 import IPRoute
 
-from cnm_bridge import links, names, netns, protocol
+from cnm_bridge.host import links, netns
+from cnm_bridge import names
+from cnm_bridge.docker import protocol
 from support import body, hexid
 
 NOT_YET = "/var/run/docker/netns/not-there-yet"  # a SandboxKey at Join on Docker < 28

@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 import support
-from cnm_bridge import links, netns, rtnl
+from cnm_bridge.host import links, netns, rtnl
 
 
 def _in(ns, *cmd):

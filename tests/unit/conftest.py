@@ -2,10 +2,10 @@
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
-import support
 
 from cni_runner import CNIRuntime, RuntimeConf, conflist_from_dict
 
@@ -13,24 +13,42 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE_SOURCE = os.path.join(HERE, "fakeplugin.py")
 
 
-def _pycni_on_this_host():
-    """pycni's iptables rules, links and netns on the real host (what root can see)."""
-    return (set(support.iptables_mentioning("pycni", "PYCNI"))
-            | {n for n in support.links() if n.startswith(("pc-", "pyc"))}
-            | {n for n in support.netns_names() if n.startswith("pycni")})
+# iptables commands that change a table.
+_IPTABLES_WRITES = {"-A", "-I", "-D", "-R", "-N", "-X", "-F", "-P", "-Z", "-E", "--append",
+                    "--insert", "--delete", "--replace", "--new-chain", "--delete-chain",
+                    "--flush", "--policy", "--zero", "--rename-chain"}
 
 
 @pytest.fixture(scope="package", autouse=True)
-def _the_real_host_is_left_alone():
-    """The unit layer runs on a fake host: nothing of pycni's may appear on the real one
-    (as root it could, through a graph built with the real Host)."""
-    if os.geteuid() != 0:
+def _the_real_host_is_left_alone(tmp_path_factory):
+    """The unit layer runs on a fake host: the calls that would change the real one (an
+    iptables command that writes, a netns made or pinned, a netlink request) fail the
+    test instead, as root or not. Checked at the calls, not by comparing the host before
+    and after: something else on the host (another test run, dockerd) may change it
+    meanwhile. A test that puts a fake iptables first on PATH runs it."""
+    from cnm_bridge.host import iptables, netns, rtnl
+    base = str(tmp_path_factory.getbasetemp())
+    touched = []
+
+    def refuse(what):
+        touched.append(what)
+        raise AssertionError(f"the unit layer would touch the real host: {what}")
+
+    real_run = iptables.run
+
+    def run(cmd, table, *args):
+        path = os.path.realpath(shutil.which(cmd) or cmd)
+        if not path.startswith(base) and _IPTABLES_WRITES & set(args):
+            refuse(f"{cmd} -t {table} {' '.join(args)}")
+        return real_run(cmd, table, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(iptables, "run", run)
+        mp.setattr(netns, "create", lambda name: refuse(f"netns create {name}"))
+        mp.setattr(netns, "pin", lambda name, source: refuse(f"netns pin {name}"))
+        mp.setattr(rtnl, "_request", lambda kind, body, flags=0: refuse(f"netlink request {kind}"))
         yield
-        return
-    before = _pycni_on_this_host()
-    yield
-    made = _pycni_on_this_host() - before
-    assert not made, "the unit layer touched the real host:\n" + "\n".join(sorted(made))
+    assert not touched, "the unit layer touched the real host:\n" + "\n".join(touched)
 
 
 class FakeCNI:

@@ -2,7 +2,7 @@
 
 import secrets
 
-from cnm_bridge import protocol as p
+from cnm_bridge.docker import protocol as p
 
 
 def hexid():

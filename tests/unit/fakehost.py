@@ -1,4 +1,4 @@
-"""A stand-in for cnm_bridge.host.Host: the same methods, kept in memory.
+"""A stand-in for cnm_bridge.host.host.Host: the same methods, kept in memory.
 
 It models what the Docker side relies on: netns that exist or not, links on
 the host and in each netns, the iptables rules installed, ports held. The unit
@@ -88,9 +88,6 @@ class FakeHost:
 
     def link_exists(self, name):
         return name in self.links
-
-    def link_mac(self, name):
-        return self.links.get(name, "")
 
     def link_kind(self, name):
         return self.kinds.get(name, "bridge") if name in self.links else None

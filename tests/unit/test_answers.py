@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from cnm_bridge import answers as a
+from cnm_bridge.network import answers as a
 from checks import refused
 
 ip = ipaddress.ip_interface

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from cni_runner import PluginError
-from cnm_bridge import protocol as p
-from cnm_bridge.api import IMPLEMENTS, create_app
+from cnm_bridge.docker import protocol as p
+from cnm_bridge.docker.api import IMPLEMENTS, create_app
 from cnm_bridge.errors import DriverError, NotFound, UnsupportedOption
 
 NID = "3f" * 32

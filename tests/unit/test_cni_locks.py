@@ -16,10 +16,8 @@ CHILD = textwrap.dedent("""
     locks = LockDir(lockdir)
     if kind == "attachment":
         cm = locks.attachment(*arg)
-    elif kind == "host":
-        cm = locks.host(arg[0] == "exclusive")
     else:
-        cm = locks.named(arg[0])
+        cm = locks.host(arg[0] == "exclusive")
     print("ready", flush=True)
     with cm:
         print(repr(time.time()), flush=True)
@@ -74,13 +72,6 @@ def test_host_lock_shared_and_exclusive(tmp_path):
     assert got >= released  # GC waits for them
     released, got = hold_then_release(locks.host(True), ("host", "shared"), locks.path)
     assert got >= released  # and they wait for GC
-
-
-def test_named_lock(tmp_path):
-    locks = LockDir(str(tmp_path / "locks"))
-    released, got = hold_then_release(locks.named("ipam:net"), ("named", "ipam:net"),
-                                      locks.path)
-    assert got >= released
 
 
 def test_lock_files_are_private(tmp_path):

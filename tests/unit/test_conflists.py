@@ -5,11 +5,11 @@ import ipaddress
 
 import pytest
 
-from cnm_bridge import conflists as c
+from cnm_bridge.network import conflists as c
 from cnm_bridge import names
-from cnm_bridge import options as o
+from cnm_bridge.network import options as o
 from checks import refused
-from cnm_bridge.protocol import IPAMData
+from cnm_bridge.docker.protocol import IPAMData
 
 NID = "3f" * 32
 ip = ipaddress.ip_interface

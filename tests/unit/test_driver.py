@@ -57,7 +57,7 @@ def test_create_network_records_before_it_installs_rules(side, monkeypatch):
 
 
 def test_doctor_lists_rules_of_no_network(side):
-    from cnm_bridge import doctor
+    from cnm_bridge.ops import doctor
     kept, lost = create_network(), create_network(subnet="10.51.0.0/24", gateway="10.51.0.1")
     side.driver.create_network(kept)
     side.driver.create_network(lost)
@@ -92,7 +92,7 @@ def test_create_network_refusals(side, kw, words):
 
 
 def test_create_network_without_ipv4_pool_refused_unless_ipv6_only(side):
-    from cnm_bridge import protocol as p
+    from cnm_bridge.docker import protocol as p
     req = p.parse_create_network({"NetworkID": "ab" * 32, "Options": {},
                                   "IPv6Data": [{"AddressSpace": "x", "Pool": "fd50::/64"}]})
     with pytest.raises(UnsupportedOption, match="no IPv4 subnet"):
@@ -700,7 +700,7 @@ def test_scope_and_allocate_network(side):
     assert side.driver.capabilities() == {"Scope": "local", "ConnectivityScope": "global"}
     side.settings.scope = "global"
     assert side.driver.capabilities()["Scope"] == "global"
-    from cnm_bridge import protocol as p
+    from cnm_bridge.docker import protocol as p
     body = {"NetworkID": "ab" * 32, "Options": {"cni.type": "macvlan", "parent": "lan0"},
             "IPv4Data": [{"AddressSpace": "GlobalDefault", "Pool": "10.9.0.0/24"}]}
     assert side.driver.allocate_network(p.parse_allocate_network(body)) == {

@@ -8,10 +8,10 @@ import stat
 
 import pytest
 
-from cnm_bridge import host as host_mod
-from cnm_bridge import hostrules, iptables, netns
+from cnm_bridge.host import host as host_mod
+from cnm_bridge.host import hostrules, iptables, netns
 from cnm_bridge.errors import HostError
-from cnm_bridge.host import Host
+from cnm_bridge.host.host import Host
 
 
 def test_a_port_in_time_wait_is_free_a_listening_one_is_not():
@@ -171,7 +171,7 @@ def test_bridge_netfilter_switched_on(tmp_path, monkeypatch):
 
 
 def test_rtnl_reads_without_root():
-    from cnm_bridge import rtnl
+    from cnm_bridge.host import rtnl
     assert "lo" in rtnl.link_names()
     assert rtnl.link_mac("lo") == "00:00:00:00:00:00"
     assert rtnl.link_mac("nosuchlink0") == ""

@@ -2,8 +2,10 @@
 
 import pytest
 
-from cnm_bridge import conflists, hostrules, names, netspec
-from cnm_bridge.options import plan_network
+from cnm_bridge.network import conflists, netspec
+from cnm_bridge.host import hostrules
+from cnm_bridge import names
+from cnm_bridge.network.options import plan_network
 from dockercalls import create_network
 
 NID = "3f" * 32

@@ -4,8 +4,8 @@ import ipaddress
 
 import pytest
 
-from cnm_bridge import protocol as p
-from cnm_bridge import routes
+from cnm_bridge.docker import protocol as p
+from cnm_bridge.host import routes
 from cnm_bridge.errors import DriverError, NotFound, UnsupportedOption
 
 

@@ -2,7 +2,7 @@
 
 import threading
 
-from cnm_bridge import memory
+from cnm_bridge.docker import memory
 
 
 class Clock:

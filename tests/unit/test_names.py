@@ -3,7 +3,7 @@
 import pytest
 
 from cnm_bridge import names
-from cnm_bridge.options import IFNAME_RE
+from cnm_bridge.network.options import IFNAME_RE
 
 NID = "3f" * 32
 EID = "a1b2c3d4e5f6" + "0" * 52

@@ -7,7 +7,8 @@ import stat
 
 import pytest
 
-from cnm_bridge import cli, doctor, inspection, render, status
+from cnm_bridge import cli
+from cnm_bridge.ops import doctor, inspection, render, status
 from dockercalls import V11, create_network, named_network, run
 
 
@@ -241,7 +242,7 @@ class FakeClient:
 
 
 def test_doctor_dockerd_probe_and_its_fixes():
-    from cnm_bridge.dockerapi import DockerAPI
+    from cnm_bridge.ops.dockerapi import DockerAPI
     ok = DockerAPI(FakeClient())
     found = {f.check: f for f in doctor.check_dockerd(ok, "pycni")}
     assert found["dockerd running"].detail == "Docker 28.5.2" and found["dockerd uses pycni"].ok
@@ -256,7 +257,7 @@ def test_doctor_dockerd_probe_and_its_fixes():
 
 
 def test_doctor_swarm_note(tmp_path):
-    from cnm_bridge.dockerapi import DockerAPI
+    from cnm_bridge.ops.dockerapi import DockerAPI
     from cnm_bridge.settings import Settings
     legacy = Settings(socket="/run/docker/plugins/pycni.sock")
     [f] = doctor.check_swarm(DockerAPI(FakeClient()), legacy)
@@ -299,7 +300,7 @@ def test_doctor_server_and_report(side, capsys, monkeypatch):
 
         def info(self):
             return {"Swarm": {}}
-    monkeypatch.setattr("cnm_bridge.dockerapi.DockerAPI.connect",
+    monkeypatch.setattr("cnm_bridge.ops.dockerapi.DockerAPI.connect",
                         classmethod(lambda cls, timeout=10: ReachableDocker()))
     monkeypatch.setattr(doctor, "check_iptables_backend", lambda: [])
     monkeypatch.setattr(doctor, "check_netfilter", lambda specs: [])
@@ -313,7 +314,7 @@ def test_doctor_server_and_report(side, capsys, monkeypatch):
 
 
 def test_dockerapi_reads(monkeypatch):
-    from cnm_bridge.dockerapi import DockerAPI
+    from cnm_bridge.ops.dockerapi import DockerAPI
     api = DockerAPI(FakeClient())
     assert api.network("n1") == {"Id": "n1"}
     assert api.networks()[0]["Name"] == "net1"
@@ -331,7 +332,7 @@ def test_dockerapi_reads(monkeypatch):
 
 @pytest.fixture
 def no_dockerd(monkeypatch):
-    from cnm_bridge import dockerapi
+    from cnm_bridge.ops import dockerapi
 
     def refuse(cls, timeout=10):
         raise ConnectionError("no dockerd here")
@@ -372,7 +373,7 @@ def test_cli_bad_scope(monkeypatch, capsys):
 
 def test_app_and_server_wiring(side, monkeypatch):
     from cnm_bridge import app as app_mod
-    from cnm_bridge import server
+    from cnm_bridge.docker import server
     app = app_mod.make_app(side.settings, host=side.host)
     resp = app.test_client().post("/Plugin.Activate", data=b"")
     assert resp.get_json()["Implements"] == ["NetworkDriver", "IpamDriver"]
@@ -387,7 +388,7 @@ def test_app_and_server_wiring(side, monkeypatch):
         wsgi = app
     server._drain_deleter(Worker())  # nothing pending: returns
     started = []
-    monkeypatch.setattr("cnm_bridge.reconcile.background",
+    monkeypatch.setattr("cnm_bridge.network.reconcile.background",
                         lambda interval, argv: started.append(argv))
     worker = Worker()
     server._worker_started(side.settings)(worker)
@@ -417,3 +418,17 @@ def test_a_damaged_store_in_status_and_doctor(tmp_path, capsys, no_dockerd):
     assert not f.ok and s.db_path in f.detail and "move it aside" in f.fix
     os.unlink(s.db_path)
     assert doctor.check_store(s) == [] or doctor.check_store(s)[0].ok
+
+
+def test_reach_is_dockerapi_or_none(monkeypatch):
+    import docker
+    from cnm_bridge.ops import dockerapi
+    seen = {}
+    monkeypatch.setattr(docker, "from_env", lambda **kw: seen.update(kw) or FakeClient())
+    assert isinstance(dockerapi.reach(), dockerapi.DockerAPI)
+    assert seen == {"version": "auto", "timeout": dockerapi.TIMEOUT}
+
+    def refuse(**kw):
+        raise ConnectionError("no dockerd here")
+    monkeypatch.setattr(docker, "from_env", refuse)
+    assert dockerapi.reach() is None

@@ -2,8 +2,8 @@
 
 import pytest
 
-from cnm_bridge import netspec
-from cnm_bridge import options as o
+from cnm_bridge.network import netspec
+from cnm_bridge.network import options as o
 from checks import refused
 from cnm_bridge.errors import UnsupportedOption
 
@@ -15,7 +15,7 @@ NID = "ab" * 32
 
 def test_plan_defaults():
     plan = o.plan_network({})
-    assert plan == o.NetworkPlan("generated", cni_type="bridge", options=())
+    assert plan == o.NetworkPlan("generated", cni_type="bridge")
 
 
 def test_plan_named_alone():
@@ -50,7 +50,7 @@ def test_plan_unknown_type():
 def test_plan_parent_required(kind):
     refused(o.plan_network, {"cni.type": kind}, words=["parent", kind])
     plan = o.plan_network({"cni.type": kind, "parent": "eth0"})
-    assert plan.cni_type == kind and dict(plan.options) == {"parent": "eth0"}
+    assert plan.cni_type == kind and plan.parent == "eth0" and plan.parent_mode == ""
 
 
 @pytest.mark.parametrize("value", [
@@ -71,7 +71,7 @@ def test_plan_hostile_interface_names(key, base, value):
 @pytest.mark.parametrize("value", ["br0", "a", "abcdefghijklmno", "eth0.100", "br_x-1"])
 def test_plan_interface_names_ok(value):
     plan = o.plan_network({"com.docker.network.bridge.name": value})
-    assert dict(plan.options)["com.docker.network.bridge.name"] == value
+    assert plan.bridge_name == value
 
 
 @pytest.mark.parametrize("mtu,ok", [("68", True), ("1500", True), ("9000", True),
@@ -81,7 +81,7 @@ def test_plan_interface_names_ok(value):
 def test_plan_mtu_bounds(mtu, ok):
     opts = {"com.docker.network.driver.mtu": mtu}
     if ok:
-        assert o.plan_network(opts).options == (("com.docker.network.driver.mtu", mtu),)
+        assert o.plan_network(opts).mtu == int(mtu)
     else:
         refused(o.plan_network, opts, words=["com.docker.network.driver.mtu", "68", "65535"])
 
@@ -118,7 +118,7 @@ def test_plan_icc_true_and_masq_values():
 def test_plan_modes(kind, mode, ok):
     opts = {"cni.type": kind, "parent": "eth0", "mode": mode}
     if ok:
-        assert dict(o.plan_network(opts).options)["mode"] == mode
+        assert o.plan_network(opts).parent_mode == mode
     else:
         refused(o.plan_network, opts, words=["mode", kind])
 
@@ -198,10 +198,9 @@ def test_plan_masquerade_property():
         {"com.docker.network.bridge.enable_ip_masquerade": "off"}).masquerade is False
 
 
-def test_plan_option_lookup():
+def test_plan_values_are_typed_at_parse_time():
     plan = o.plan_network({"com.docker.network.driver.mtu": "1400"})
-    assert plan.option("com.docker.network.driver.mtu") == "1400"
-    assert plan.option("nothing", "x") == "x"
+    assert plan.mtu == 1400 and plan.masquerade is True and plan.icc is True
 
 
 def test_scope_setting():

@@ -218,3 +218,16 @@ def test_entrypoint_makes_the_host_dirs(tmp_path):
     assert os.readlink(data) == str(host / "cni")
     assert stat.S_IMODE(os.stat(host / "pycni").st_mode) == 0o700
     assert "absent (only zero-config networks" in out.stderr
+
+
+def test_entrypoint_names_values_where_pycni_keeps_them():
+    """A comment naming where a value lives names a module that exists, with that value."""
+    import importlib
+    for line in read("plugin/entrypoint.sh").splitlines():
+        m = re.match(r"(\w+)=(\S+)\s+# (cnm_bridge(?:\.\w+)+)\.(\w+)$", line)
+        if m:
+            _, value, module, name = m.groups()
+            assert getattr(importlib.import_module(module), name) == value, line
+            break
+    else:
+        raise AssertionError("entrypoint.sh names no cnm_bridge value")

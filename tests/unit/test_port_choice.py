@@ -3,8 +3,8 @@
 import pytest
 
 from cnm_bridge.errors import DriverError
-from cnm_bridge.ports import choose, describe, overlaps
-from cnm_bridge.protocol import PortMapping
+from cnm_bridge.network.ports import choose, describe, overlaps
+from cnm_bridge.docker.protocol import PortMapping
 
 
 def b(container_port, host_port=0, proto="tcp", host_ip="", end=0):

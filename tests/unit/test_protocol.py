@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cnm_bridge import protocol as p
+from cnm_bridge.docker import protocol as p
 from cnm_bridge.errors import BadRequest
 
 NID = "3f" * 32

@@ -4,7 +4,7 @@ import os
 import time
 
 from cni_runner import RuntimeConf, conflist_from_dict
-from cnm_bridge import protocol as p
+from cnm_bridge.docker import protocol as p
 from dockercalls import V11, create_endpoint, create_network, join, named_network, ref, run
 
 
@@ -99,7 +99,7 @@ def test_errors_are_counted_not_raised(side):
 
 def test_background_runs_gc_as_a_child(tmp_path):
     import sys
-    from cnm_bridge import reconcile
+    from cnm_bridge.network import reconcile
     from cnm_bridge.settings import Settings
     marker = tmp_path / "ran"
     argv = [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('x'); print('gc done')"]

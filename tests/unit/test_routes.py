@@ -4,7 +4,7 @@ import ipaddress
 import socket
 import struct
 
-from cnm_bridge import routes
+from cnm_bridge.host import routes
 
 
 def hexaddr(a):
@@ -39,7 +39,7 @@ def test_overlapping():
 
 
 def test_the_real_host_reads_its_routes_without_root(tmp_path, monkeypatch):
-    from cnm_bridge import host
+    from cnm_bridge.host import host
     rs = host.Host().onlink_routes()  # reads /proc/net/route: no side effect
     assert all(isinstance(r, routes.Route) and r.network.version == 4 for r in rs)
     monkeypatch.setattr(host, "ROUTE_FILE", str(tmp_path / "absent"))

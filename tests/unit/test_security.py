@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from cnm_bridge.security import UnsafeSetup, check_dirs
+from cnm_bridge.host.security import UnsafeSetup, check_dirs
 from cnm_bridge.settings import Settings
 
 

@@ -8,7 +8,8 @@ import tempfile
 
 import pytest
 
-from cnm_bridge import server, serverlock
+from cnm_bridge.docker import server
+from cnm_bridge.state import serverlock
 from cnm_bridge.settings import Settings
 
 
@@ -97,7 +98,8 @@ def test_serve_names_a_damaged_store_in_one_line(short_dir, monkeypatch, capsys)
 
 def test_serve_names_an_unwritable_state_dir(short_dir, monkeypatch, capsys):
     import errno
-    from cnm_bridge import cli, security
+    from cnm_bridge import cli
+    from cnm_bridge.host import security
 
     def read_only(settings):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), settings.state_dir)

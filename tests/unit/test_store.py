@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from cnm_bridge import netspec
-from cnm_bridge.options import plan_network
-from cnm_bridge.store import Endpoint, Pool, Store
+from cnm_bridge.network import netspec
+from cnm_bridge.network.options import plan_network
+from cnm_bridge.state.records import Endpoint, Pool
+from cnm_bridge.state.store import Store, StoreUnusable
 
 NID = "3f" * 32
 NID2 = "4e" * 32
@@ -108,7 +109,7 @@ def test_store_of_an_older_release_is_read(tmp_path):
     firewall plugin and an enable_icc=false rule in CNI-ADMIN; endpoints without mode."""
     import json
     import sqlite3
-    from cnm_bridge import hostrules
+    from cnm_bridge.host import hostrules
     path = str(tmp_path / "old.db")
     db = sqlite3.connect(path)
     db.executescript(OLD_NETWORKS)
@@ -126,7 +127,9 @@ def test_store_of_an_older_release_is_read(tmp_path):
          "cni_network": "", "v6": False, "type": "host-local", "gateway": "10.6.0.1"})))
     db.commit()
     db.close()
-    s = Store(path)
+    with pytest.raises(StoreUnusable, match="first release"):
+        Store(path)  # the store derives nothing: it is given how
+    s = Store(path, legacy=netspec.legacy)
     spec = s.get_network(NID)
     assert spec.cni_name == "pycni-" + NID[:12] and spec.masquerade is True
     assert spec.subnets == ("10.5.0.0/16",) and spec.owned_links == ("pc-3f3f3f3f3f3f",)
@@ -141,7 +144,7 @@ def test_store_of_an_older_release_is_read(tmp_path):
     assert (pool.kind, pool.ipam, pool.gateway) == ("host-local", {"dataDir": "/d"}, "10.6.0.1")
     s.add_network(network(NID2))  # the new table takes new rows
     assert [n.id for n in s.networks()] == [NID, NID2]
-    Store(path)  # opening again changes nothing
+    Store(path)  # opening again changes nothing, and needs no converter
     assert s.get_network(NID) == spec
 
 
@@ -338,7 +341,7 @@ def test_an_older_store_gets_state_change_times(tmp_path):
                "VALUES (?,?,?,?,?,julianday('now')-1)", (EID, NID, "ready", "n", "t"))
     db.commit()
     db.close()
-    ep = Store(path).get_endpoint(EID)
+    ep = Store(path, legacy=netspec.legacy).get_endpoint(EID)
     assert ep.changed_unix == ep.created_unix < time.time() - 3600
 
 
@@ -373,7 +376,7 @@ def garbage(path):
 
 
 def test_a_damaged_store_is_named_with_the_fix(tmp_path):
-    from cnm_bridge.store import StoreUnusable
+    from cnm_bridge.state.store import StoreUnusable
     path = str(tmp_path / "state" / "pycni.db")
     garbage(path)
     with pytest.raises(StoreUnusable) as e:
@@ -385,7 +388,7 @@ def test_a_damaged_store_is_named_with_the_fix(tmp_path):
 
 def test_an_unwritable_store_is_named(tmp_path, monkeypatch):
     import errno
-    from cnm_bridge.store import StoreUnusable
+    from cnm_bridge.state.store import StoreUnusable
     path = str(tmp_path / "state" / "pycni.db")
 
     def read_only(*a, **kw):

@@ -5,7 +5,7 @@ Both read pycni's store through the composition root and ask dockerd (DockerAPI)
 only to turn Docker's names into ids; neither runs inside the server.
 """
 
-from . import conflists
+from ..network import conflists
 
 
 class LookupFailed(Exception):
@@ -36,7 +36,7 @@ def find_network(store, docker, ref):
 def describe_network(spec, docker_name=""):
     """What `pycni inspect` shows: the lists as run, and what pycni changed and why."""
     changes = []
-    if spec.mode == "generated":
+    if spec.generated:
         changes.append("generated from Docker's options (no file in the conf dir)")
     ipam = conflists.main_ipam(spec.conflist) or {}
     if ipam.get("type") in conflists.IPS_IPAMS:

@@ -12,7 +12,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .errors import BadRequest
+from ..errors import BadRequest
+from ..network.options import IFNAME_RE, bool_word
 
 ID_RE = re.compile(r"[0-9a-f]{64}")
 # Swarm's network ids: 25 characters of [0-9a-z] (moby's stringid for cluster objects).
@@ -95,11 +96,10 @@ def _dict(body, key):
 def _bool(value, key):
     if value is None:
         return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-        return value.lower() in ("true", "1")
-    raise BadRequest(f"{key} must be a boolean, got {_show(value)}")
+    word = bool_word(value) if isinstance(value, (bool, str)) else None
+    if word is None:
+        raise BadRequest(f"{key} must be a boolean, got {_show(value)}")
+    return word
 
 
 def _no_scope(value, key):
@@ -317,7 +317,6 @@ class CreateEndpointRequest:
 
 
 ENDPOINT_DOCKER_KEYS = (OPT_PORTMAP, OPT_EXPOSED, OPT_MAC, OPT_IFNAME)
-IFNAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,14}")
 
 
 def _mac_option(value):

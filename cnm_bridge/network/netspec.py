@@ -1,65 +1,18 @@
-"""NetworkSpec: everything pycni derives about a network, computed once at CreateNetwork.
+"""A network's NetworkSpec (records.py), derived once at CreateNetwork.
 
 Docker never replays CreateNetwork, so this value, stored whole, is what every
 later call works from: the lists to run (for an endpoint, for its published
 ports), the host rules to keep (masquerade, forwarding, isolation) and how
-addresses and MACs are decided. Pure: `make_spec` reads nothing but its inputs.
+addresses and MACs are decided. Pure: `make_spec` reads nothing but its inputs;
+`legacy` reads a network row of the first release (the store is given it).
 """
 
 import dataclasses
-from dataclasses import dataclass, field
 
-from . import conflists, names
-from .errors import UnsupportedOption
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    id: str
-    cni_name: str
-    mode: str  # "generated" (from Docker's options) or "named" (a conflist of the conf dir)
-    conflist: dict  # the whole list as pycni runs it (ips capability on its IPAM plugin)
-    endpoint_list: dict  # what an endpoint's ADD/DEL runs: conflist minus port plugins
-    direct_list: dict  # the same for CNI run in the container's netns: MAC set by CNI
-    ports_list: dict = None  # the port plugins alone, run when Docker publishes ports
-    cni_type: str = ""  # the main plugin's type
-    internal: bool = False
-    ipam: str = "docker"  # "docker" (Docker's IPAM picks) or "pycni" (the IPAM driver)
-    static_ipam: bool = False  # each endpoint's list gets `static` with its addresses
-    ipv6: bool = False
-    subnets: tuple = ()  # Docker's pools, as CIDR strings
-    gateways: dict = field(default_factory=dict)  # {subnet: Docker's gateway address}
-    bridge: str = ""  # the Linux bridge of a bridge list
-    owned_links: tuple = ()  # links this network caused to exist (deleted with it)
-    ipam_dir: str = ""  # host-local's dir of a generated network
-    masquerade: bool = False  # pycni's MASQUERADE per subnet (generated lists)
-    forward: bool = False  # pycni's forwarding rules (bridge, ptp lists without firewall)
-    isolate: bool = False  # pycni's isolation from other networks (generated bridge, ptp)
-    icc: bool = True
-    lost_settings: tuple = ()  # what a handoff would drop (tuning sysctl, sbr, vrf)
-    allow_loss: bool = False
-    attach: str = "auto"
-    host_ip: str = ""  # default host address of published ports
-    own_mac: bool = True  # False where the interface cannot have a MAC of its own (ipvlan)
-    extra: dict = field(default_factory=dict)  # reserved for fields of later releases
-
-    def to_json(self):
-        doc = dataclasses.asdict(self)
-        for key in ("subnets", "owned_links", "lost_settings"):
-            doc[key] = list(doc[key])
-        return doc
-
-    @classmethod
-    def from_json(cls, doc):
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in doc.items() if k in known}
-        for key in ("subnets", "owned_links", "lost_settings"):
-            values[key] = tuple(values.get(key) or ())
-        return cls(**values)
-
-    @property
-    def generated(self):
-        return self.mode == "generated"
+from .. import names
+from ..errors import UnsupportedOption
+from ..state.records import NetworkKind, NetworkSpec
+from . import conflists
 
 
 def make_spec(network_id, plan, conflist_raw, ipv4_data, ipv6_data, internal, ipv6, ipam,
@@ -68,7 +21,7 @@ def make_spec(network_id, plan, conflist_raw, ipv4_data, ipv6_data, internal, ip
     raw = conflists.with_ips_capability(conflist_raw)
     endpoint = conflists.without_port_plugins(raw)
     main_type = conflists.main_plugin(raw).get("type", "")
-    generated = plan.mode == "generated"
+    generated = plan.mode == NetworkKind.GENERATED
     data = list(ipv4_data) + list(ipv6_data)
     subnets = tuple(str(d.pool) for d in data)
     gateways = {str(d.pool): str(d.gateway.ip) for d in data if d.gateway is not None}
@@ -119,10 +72,7 @@ def legacy(row):
     masq = row.get("masquerade") or {}
     plan = NetworkPlan(row["mode"], conflist_name=raw.get("name", ""),
                        cni_type=conflists.main_plugin(raw).get("type", "bridge"),
-                       options=(("com.docker.network.bridge.enable_ip_masquerade",
-                                 "true" if masq else "false"),
-                                ("com.docker.network.bridge.enable_icc",
-                                 "false" if row.get("isolated_bridge") else "true")))
+                       masquerade=bool(masq), icc=not row.get("isolated_bridge"))
     # The firewall plugin of an old generated list stays in its chain: its endpoints'
     # cached DELs need it, and its rules are per container, not pycni's.
     spec = make_spec(row["id"], plan, raw, [], [], bool(row.get("internal")),

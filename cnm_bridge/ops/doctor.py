@@ -18,9 +18,11 @@ from cni_runner.config import config_files, load_file
 from cni_runner.errors import CNIError, PluginError
 from cni_runner.invoke import find_plugin
 
-from . import hostrules, names
+from .. import names
+from ..host import hostrules
+from ..host.security import UnsafeSetup, check_dirs
+from ..network import reconcile
 from .render import render
-from .security import UnsafeSetup, check_dirs
 from .status import server_answers
 
 REFERENCE_PLUGINS = ("bridge", "host-local", "portmap", "static", "tuning")
@@ -277,11 +279,12 @@ def check_state_dirs(settings):
 
 def check_store(settings):
     """The store opens and SQLite's quick_check passes."""
-    from .store import Store, StoreUnusable
+    from ..network.netspec import legacy
+    from ..state.store import Store, StoreUnusable
     if not os.path.exists(settings.db_path):
         return [Finding("store", True, f"no store yet at {settings.db_path} (made at start)")]
     try:
-        Store(settings.db_path).verify()
+        Store(settings.db_path, legacy=legacy).verify()
     except StoreUnusable as e:
         return [Finding("store", False, f"{e.path}: {e.reason}", e.fix)]
     return [Finding("store", True, f"{settings.db_path} opens and checks ok")]
@@ -290,18 +293,12 @@ def check_store(settings):
 def check_forgotten(store, docker):
     if docker is None:
         return []
-    forgotten = []
-    for spec in store.networks():
-        try:
-            info = docker.network(spec.id)
-        except Exception:
-            return []
-        if info is None:
-            forgotten.append(f"network {spec.id[:12]}")
-            continue
-        live = {c.get("EndpointID") for c in (info.get("Containers") or {}).values()}
-        forgotten += [f"endpoint {e.id[:12]}" for e in store.endpoints(spec.id)
-                      if e.state == "ready" and e.id not in live]
+    try:
+        networks, endpoints = reconcile.forgotten(store, docker)
+    except Exception:
+        return []
+    forgotten = ([f"network {n[:12]}" for n in networks]
+                 + [f"endpoint {e[:12]}" for e in endpoints])
     if forgotten:
         return [Finding("endpoints Docker knows", False,
                         f"pycni holds what dockerd no longer has: {', '.join(forgotten[:5])}"
@@ -364,8 +361,9 @@ def _host_netns():
 
 def diagnose(settings, docker, driver, prober=None):
     from cni_runner.invoke import VersionProber
-    from .host import Host
-    from .store import Store
+    from ..host.host import Host
+    from ..network.netspec import legacy
+    from ..state.store import Store
     prober = prober or VersionProber(timeout=10)
     findings = check_server(settings)
     if findings[0].ok or docker is None:
@@ -380,7 +378,7 @@ def diagnose(settings, docker, driver, prober=None):
     store_findings = check_store(settings)
     findings += store_findings
     if all(f.ok for f in store_findings) and os.path.exists(settings.db_path):
-        store = Store(settings.db_path)
+        store = Store(settings.db_path, legacy=legacy)
         findings += check_netfilter(store.networks()) + check_forgotten(store, docker)
         findings += check_cni_status(store.networks(),
                                      CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
@@ -392,13 +390,8 @@ def diagnose(settings, docker, driver, prober=None):
 
 def run_doctor(settings, opts, docker=None):
     if docker is None:
-        try:
-            from .dockerapi import DockerAPI
-            # dockerd looks for a missing plugin for ~15 s before it answers.
-            docker = DockerAPI.connect(timeout=40)
-            docker.version()
-        except Exception:
-            docker = None
+        from .dockerapi import reach
+        docker = reach()
     findings = diagnose(settings, docker, opts.driver)
     rows = [dict(asdict(f), ok="ok" if f.ok else "PROBLEM") for f in findings]
     if opts.json:

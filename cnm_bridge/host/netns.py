@@ -15,7 +15,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from .errors import HostError
+from ..errors import HostError
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000

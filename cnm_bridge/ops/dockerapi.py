@@ -5,14 +5,19 @@ The API version is negotiated (`version="auto"`): Docker 20.10 speaks 1.41 at
 most, 29 refuses clients below 1.44, and the SDK's own default is neither.
 """
 
+# Every call's deadline: dockerd looks for a missing plugin for ~15 s before it answers
+# a call that names one (an inspect of a network whose driver is not running).
+TIMEOUT = 40
+
 
 class DockerAPI:
     def __init__(self, client):
         self.client = client
 
     @classmethod
-    def connect(cls, timeout=10):
-        """dockerd at DOCKER_HOST (default its unix socket)."""
+    def connect(cls, timeout=TIMEOUT):
+        """dockerd at DOCKER_HOST (default its unix socket); raises if it does not answer
+        (negotiating the API version asks it)."""
         import docker
         return cls(docker.from_env(version="auto", timeout=timeout))
 
@@ -49,3 +54,12 @@ class DockerAPI:
 
     def version(self):
         return self.client.api.version()
+
+
+def reach():
+    """DockerAPI, or None where dockerd does not answer: the operator commands say what
+    they can without it."""
+    try:
+        return DockerAPI.connect()
+    except Exception:
+        return None

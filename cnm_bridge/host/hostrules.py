@@ -22,7 +22,7 @@ number of containers.
 import ipaddress
 from dataclasses import dataclass
 
-from . import names
+from .. import names
 
 FORWARD_CHAIN = "PYCNI-FORWARD"
 ISOLATION = "PYCNI-ISOLATION"

@@ -12,8 +12,9 @@ import os
 import socket
 import subprocess
 
-from . import hostrules, iptables, links, names, netns, routes
-from .errors import HostError
+from .. import names
+from ..errors import HostError
+from . import hostrules, iptables, links, netns, routes
 
 log = logging.getLogger(__name__)
 SOCK_TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
@@ -66,9 +67,6 @@ class Host:
 
     def link_exists(self, name):
         return links.link_exists(name)
-
-    def link_mac(self, name):
-        return links.link_mac(name)
 
     def link_kind(self, name):
         """"bridge", "device", "vlan", "virtual", ...; None if the host has no such link."""

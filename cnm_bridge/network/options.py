@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from cni_runner import validate_name
 
-from .errors import UnsupportedOption
+from ..errors import UnsupportedOption
+from ..state.records import AttachMode, NetworkKind
 
 OPT_CNI_NETWORK = "cni.network"
 OPT_CNI_TYPE = "cni.type"
@@ -26,8 +27,6 @@ OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_HOST_IP = "com.docker.network.bridge.host_binding_ipv4"
 
-# Options any network takes, generated or named.
-COMMON_OPTIONS = {OPT_ALLOW_LOSS, OPT_ATTACH, OPT_HOST_IP}
 TYPE_OPTIONS = {
     "bridge": {OPT_BRIDGE_NAME, OPT_MTU, OPT_MASQ, OPT_ICC},
     "macvlan": {OPT_PARENT, OPT_MODE, OPT_MTU},
@@ -35,10 +34,6 @@ TYPE_OPTIONS = {
     "ptp": {OPT_MTU, OPT_MASQ},
 }
 MODES = {"macvlan": {"bridge", "private", "vepa", "passthru"}, "ipvlan": {"l2", "l3", "l3s"}}
-# How an endpoint is attached: "handoff" runs CNI in a scratch netns and hands the
-# interface to Docker; "direct" runs it in the container's netns where that exists at Join;
-# "auto" is handoff unless the list or the endpoint needs direct (attachment._choose).
-ATTACH_MODES = ("auto", "handoff", "direct")
 IFNAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,14}")
 
 # The one boolean parser of the Docker side: the words Docker's own drivers accept.
@@ -46,8 +41,9 @@ TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 
 
-def parse_bool(key, value):
-    """'true'/'1'/'yes'/'on' -> True, 'false'/'0'/'no'/'off' -> False (any case)."""
+def bool_word(value):
+    """True for 'true'/'1'/'yes'/'on', False for 'false'/'0'/'no'/'off' (any case) and
+    for a bool itself; None for anything else: each caller says what it refuses."""
     if isinstance(value, bool):
         return value
     v = str(value).strip().lower()
@@ -55,7 +51,15 @@ def parse_bool(key, value):
         return True
     if v in FALSE_WORDS:
         return False
-    raise UnsupportedOption(f"option {key}={value!r} must be true or false")
+    return None
+
+
+def parse_bool(key, value):
+    """A network option's boolean (bool_word), or UnsupportedOption naming it."""
+    word = bool_word(value)
+    if word is None:
+        raise UnsupportedOption(f"option {key}={value!r} must be true or false")
+    return word
 
 
 def ifname_option(key, value):
@@ -98,35 +102,30 @@ def _cidr_option(key, value):
 class NetworkPlan:
     """How a Docker network maps to CNI: a named conflist or a generated one."""
 
-    mode: str  # "named" or "generated"
+    mode: str  # NetworkKind
     conflist_name: str = ""
     cni_type: str = "bridge"
-    options: tuple = ()  # the generated list's options, sorted (key, value) pairs
+    # A generated list's options, each typed once here:
+    bridge_name: str = ""  # com.docker.network.bridge.name ("": pycni names it)
+    parent: str = ""  # a macvlan or ipvlan network's host interface
+    parent_mode: str = ""  # its macvlan or ipvlan mode (-o mode=...)
+    mtu: int = 0  # 0: the plugin's default
+    masquerade: bool = True
+    icc: bool = True
     allow_loss: bool = False
-    attach: str = "auto"
+    attach: str = AttachMode.AUTO
     host_ip: str = ""  # default host address of published ports
     ip_range: str = ""  # the user's statement of Docker's --ip-range (named lists)
-
-    def option(self, key, default=None):
-        return dict(self.options).get(key, default)
-
-    @property
-    def masquerade(self):
-        return parse_bool(OPT_MASQ, self.option(OPT_MASQ, "true"))
-
-    @property
-    def icc(self):
-        return parse_bool(OPT_ICC, self.option(OPT_ICC, "true"))
 
 
 def plan_network(generic):
     """Docker's generic options (-o k=v) -> NetworkPlan, refusing what pycni cannot honour."""
     opts = dict(generic)
     allow_loss = parse_bool(OPT_ALLOW_LOSS, opts.pop(OPT_ALLOW_LOSS, "false"))
-    attach = opts.pop(OPT_ATTACH, "auto")
-    if attach not in ATTACH_MODES:
+    attach = opts.pop(OPT_ATTACH, AttachMode.AUTO)
+    if attach not in AttachMode.CHOICES:
         raise UnsupportedOption(f"option {OPT_ATTACH}={attach!r} must be one of "
-                                f"{', '.join(ATTACH_MODES)}")
+                                f"{', '.join(AttachMode.CHOICES)}")
     host_ip = opts.pop(OPT_HOST_IP, "")
     if host_ip:
         host_ip = _ipv4_option(OPT_HOST_IP, host_ip)
@@ -148,20 +147,26 @@ def plan_network(generic):
             f"unsupported {cni_type!r} network option(s): {', '.join(unknown)}")
     if cni_type in ("macvlan", "ipvlan") and OPT_PARENT not in opts:
         raise UnsupportedOption(f"a {cni_type} network needs -o {OPT_PARENT}=IFACE")
-    # Validate every value now, so a bad one fails `docker network create`.
+    # Every value typed now, so a bad one fails `docker network create`.
+    typed = {}
     for key, value in opts.items():
-        if key in (OPT_BRIDGE_NAME, OPT_PARENT):
-            ifname_option(key, value)
+        if key == OPT_BRIDGE_NAME:
+            typed["bridge_name"] = ifname_option(key, value)
+        elif key == OPT_PARENT:
+            typed["parent"] = ifname_option(key, value)
         elif key == OPT_MTU:
-            mtu_option(value)
-        elif key in (OPT_MASQ, OPT_ICC):
-            parse_bool(key, value)
-        elif key == OPT_MODE and value not in MODES[cni_type]:
-            raise UnsupportedOption(
-                f"option mode={value!r} is not a {cni_type} mode; use one of "
-                f"{', '.join(sorted(MODES[cni_type]))}")
-    return NetworkPlan("generated", cni_type=cni_type, options=tuple(sorted(opts.items())),
-                       **common)
+            typed["mtu"] = mtu_option(value)
+        elif key == OPT_MASQ:
+            typed["masquerade"] = parse_bool(key, value)
+        elif key == OPT_ICC:
+            typed["icc"] = parse_bool(key, value)
+        elif key == OPT_MODE:
+            if value not in MODES[cni_type]:
+                raise UnsupportedOption(
+                    f"option mode={value!r} is not a {cni_type} mode; use one of "
+                    f"{', '.join(sorted(MODES[cni_type]))}")
+            typed["parent_mode"] = value
+    return NetworkPlan(NetworkKind.GENERATED, cni_type=cni_type, **typed, **common)
 
 
 def _named_plan(name, opts, common):
@@ -178,4 +183,4 @@ def _named_plan(name, opts, common):
         raise UnsupportedOption(
             f"option(s) {', '.join(sorted(opts))} cannot be combined with "
             f"{OPT_CNI_NETWORK}: the conflist {name!r} decides them")
-    return NetworkPlan("named", conflist_name=name, ip_range=ip_range, **common)
+    return NetworkPlan(NetworkKind.NAMED, conflist_name=name, ip_range=ip_range, **common)

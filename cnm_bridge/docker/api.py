@@ -13,8 +13,8 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from cni_runner import CNIError
 
+from ..errors import DriverError, HostError, explain_host_trouble
 from . import protocol as p
-from .errors import DriverError, HostError, explain_host_trouble
 
 log = logging.getLogger(__name__)
 IMPLEMENTS = ["NetworkDriver", "IpamDriver"]

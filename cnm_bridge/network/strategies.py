@@ -15,31 +15,29 @@ itself (the one CNI made is removed first: Docker fails on an existing one).
 
 import logging
 
+from ..errors import UnsupportedOption
+from ..state.records import AttachMode
 from . import conflists
 from .answers import container_mac
-from .errors import UnsupportedOption
 
 log = logging.getLogger(__name__)
-HANDOFF = "handoff"
-DIRECT = "direct"
 
 
 class Handoff:
-    mode = HANDOFF
+    mode = AttachMode.HANDOFF
 
     def __init__(self, host):
         self.host = host
 
     def prepare(self, ep, sandbox_key):
-        """A fresh scratch netns; the interface is eth0 in it. -> CNI_NETNS."""
+        """A fresh scratch netns; the interface is eth0 in it. -> (CNI_NETNS, CNI_IFNAME)."""
         self.host.delete_netns(ep.netns)
         if ep.ifname and ep.ifname != "eth0":
             # Docker names a handed-over interface itself (ethN): the remote driver API
             # has no way to ask for a name.
             log.warning("endpoint %s: interface name %s not applied: Docker names the "
                         "interface when pycni hands it over", ep.id[:12], ep.ifname)
-        ep.ifname = "eth0"
-        return self.host.create_netns(ep.netns)
+        return self.host.create_netns(ep.netns), "eth0"
 
     def settle(self, ep, result, clear_gateway):
         """After ADD: the interface goes to the host, down, under its temporary name."""
@@ -84,22 +82,23 @@ class Handoff:
 
 
 class Direct(Handoff):
-    mode = DIRECT
+    mode = AttachMode.DIRECT
 
     def prepare(self, ep, sandbox_key):
-        """Pin the container's netns; pick the interface's name in it. -> CNI_NETNS."""
+        """Pin the container's netns; pick the interface's name in it (the one asked for,
+        or the lowest free ethN). -> (CNI_NETNS, CNI_IFNAME)."""
         self.host.delete_netns(ep.netns)
         path = self.host.pin_netns(ep.netns, sandbox_key)
         if not ep.ifname:
-            ep.ifname = self.host.free_ifname(ep.netns)
-        elif self.host.link_exists_in(ep.netns, ep.ifname):
+            return path, self.host.free_ifname(ep.netns)
+        if self.host.link_exists_in(ep.netns, ep.ifname):
             # Before any plugin runs: the ADD would fail on it, and the DEL that cleans
             # up after a failed ADD would delete the container's own interface.
             raise UnsupportedOption(
                 f"interface {ep.ifname!r} already exists in the container (another "
                 f"network's); ask for a name it does not have with --driver-opt "
                 f"com.docker.network.endpoint.ifname=NAME, or leave the option out")
-        return path
+        return path, ep.ifname
 
     def settle(self, ep, result, clear_gateway):
         """After ADD: Docker sets the default route from Join's Gateway; CNI's goes."""

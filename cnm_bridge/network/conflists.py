@@ -11,11 +11,11 @@ import ipaddress
 
 from cni_runner import CNIError, validate_ifname
 
-from .errors import UnsupportedOption
-from .options import OPT_ALLOW_LOSS, OPT_BRIDGE_NAME, OPT_IP_RANGE, OPT_MODE, OPT_MTU, \
-    OPT_PARENT, mtu_option
+from ..errors import UnsupportedOption
+from .options import OPT_ALLOW_LOSS, OPT_IP_RANGE
 
-# IPAM plugins that take Docker's address through the `ips` capability.
+# IPAM plugins that take Docker's address through the `ips` capability: the ones an
+# endpoint's runtimeConfig gives `ips` to, and the ones pycni's IPAM driver runs alone.
 IPS_IPAMS = ("host-local", "static")
 # Reference plugins that set the container interface's MAC from CNI_ARGS MAC or the
 # `mac` capability (measured with Debian's 1.1.1: bridge, macvlan, tuning).
@@ -121,17 +121,17 @@ def generate(cni_name, bridge, plan, ipv4_data, ipv6_data, internal):
     if routes:
         ipam["routes"] = routes
     if plan.cni_type == "bridge":
-        main = {"type": "bridge", "bridge": plan.option(OPT_BRIDGE_NAME, bridge),
+        main = {"type": "bridge", "bridge": plan.bridge_name or bridge,
                 "isGateway": not internal and any(d.gateway is not None for d in data),
                 "ipMasq": False, "hairpinMode": True}
     elif plan.cni_type == "ptp":
         main = {"type": "ptp", "ipMasq": False}
     else:
-        main = {"type": plan.cni_type, "master": plan.option(OPT_PARENT)}
-        if plan.option(OPT_MODE):
-            main["mode"] = plan.option(OPT_MODE)
-    if plan.option(OPT_MTU):
-        main["mtu"] = mtu_option(plan.option(OPT_MTU))
+        main = {"type": plan.cni_type, "master": plan.parent}
+        if plan.parent_mode:
+            main["mode"] = plan.parent_mode
+    if plan.mtu:
+        main["mtu"] = plan.mtu
     main["ipam"] = ipam
     chain = [main]
     if not internal:

@@ -12,8 +12,11 @@ import time
 
 from cni_runner import CNIError, conflist_from_dict, load_by_name
 
-from . import conflists, hostrules, names, netspec, options
-from .errors import DriverError, HostError, NotFound, UnsupportedOption
+from .. import names
+from ..errors import DriverError, HostError, NotFound, UnsupportedOption
+from ..host import hostrules
+from ..state.records import EndpointState, NetworkKind
+from . import conflists, netspec, options
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class Driver:
                                     "IPv6 --subnet")
         plan = options.plan_network(req.generic)
         ipam = netspec.ipam_mode(req.ipv4_data, req.ipv6_data)
-        if plan.mode == "named":
+        if plan.mode == NetworkKind.NAMED:
             try:
                 raw = load_by_name(self.settings.conf_dir, plan.conflist_name).raw
             except CNIError as e:
@@ -95,14 +98,14 @@ class Driver:
                                             req.ipv6_data, plan.ip_range)
         else:
             if plan.cni_type in ("macvlan", "ipvlan"):
-                parent = plan.option(options.OPT_PARENT)
+                parent = plan.parent
                 if not self.host.link_exists(parent):
                     raise UnsupportedOption(f"parent interface {parent!r} does not exist")
             raw = conflists.generate(names.cni_network_name(req.network_id),
                                      names.bridge_name(req.network_id), plan, req.ipv4_data,
                                      req.ipv6_data, req.internal)
         bridge = conflists.bridge_of(raw)
-        if bridge and plan.mode != "named":
+        if bridge and plan.mode != NetworkKind.NAMED:
             self._refuse_foreign_link(bridge, req.network_id)
         owned = [bridge] if bridge and not self.host.link_exists(bridge) else []
         spec = netspec.make_spec(req.network_id, plan, raw, req.ipv4_data, req.ipv6_data,
@@ -142,10 +145,14 @@ class Driver:
             link, network_id)
 
     def delete_network(self, ref):
+        return self.remove_network(ref.network_id)
+
+    def remove_network(self, network_id):
+        """DeleteNetwork's work, also for reconciliation (a network dockerd forgot)."""
         # Under the network's lock: `pycni gc` (another process) may be installing its
         # rules again right now.
-        with self.runtime.lock("network", ref.network_id):
-            return self._delete_network(ref.network_id)
+        with self.runtime.lock("network", network_id):
+            return self._delete_network(network_id)
 
     def _delete_network(self, network_id):
         spec = self.store.get_network(network_id)
@@ -270,7 +277,7 @@ class Driver:
         sends it again whenever that endpoint changes: a repeat publishes nothing new."""
         spec = self.network(req.network_id)
         ep = self.attachments.ready(req.endpoint_id)
-        if ep.state != "ready":
+        if ep.state != EndpointState.READY:
             raise NotFound(f"endpoint {req.endpoint_id[:12]} is not attached")
         self.attachments.publish(spec, ep, req.port_mappings)
         return {}

@@ -17,9 +17,10 @@ import time
 
 from cni_runner import CNIError, RuntimeConf, conflist_from_bytes, conflist_from_dict
 
-from . import names
-from .bootid import current_boot_id
-from .errors import DriverError, HostError
+from .. import names
+from ..errors import DriverError, HostError
+from ..state.bootid import current_boot_id
+from ..state.records import EndpointState
 
 log = logging.getLogger(__name__)
 # What gc keeps in the store between its passes: the ID of the dockerd it trusts, and
@@ -57,7 +58,8 @@ class Reconciler:
                     # Made before a reboot: the container's interface is gone and Docker
                     # will not send DeleteEndpoint. Release what CNI holds.
                     self._try(report, "lost", self.attachments.release, ep.id)
-                elif ep.state in ("creating", "deleting") and ep.changed_unix <= cutoff:
+                elif (ep.state in (EndpointState.CREATING, EndpointState.DELETING)
+                      and ep.changed_unix <= cutoff):
                     self._try(report, "half_made", self.attachments.release, ep.id, cutoff)
             self._orphans(report, min_age)
         self._log("local", report)
@@ -116,7 +118,7 @@ class Reconciler:
             report["unconfirmed"] = (len(networks) + len(endpoints) - len(confirmed_nets)
                                      - len(confirmed_eps))
             for network_id in sorted(confirmed_nets):
-                self._try(report, "networks", self.driver.delete_network, _Ref(network_id))
+                self._try(report, "networks", self.driver.remove_network, network_id)
             for endpoint_id in sorted(confirmed_eps):
                 self._try(report, "endpoints", self.attachments.release, endpoint_id, cutoff)
         self._log("docker", report)
@@ -168,23 +170,8 @@ class Reconciler:
         return sorted(held)
 
     def _forgotten(self, docker, cutoff):
-        """(network ids, endpoint ids) this dockerd no longer has, older than `cutoff`."""
-        networks, endpoints = set(), set()
-        for spec in self.store.networks():
-            info = docker.network(spec.id)
-            if info is None:
-                # dockerd records a network only after CreateNetwork answered: a young
-                # one may just not be there yet.
-                if (self.store.network_created(spec.id) or 0) <= cutoff:
-                    networks.add(spec.id)
-                continue
-            live = {c.get("EndpointID") for c in (info.get("Containers") or {}).values()}
-            for ep in self.store.endpoints(spec.id):
-                # Judged by the last state change: an endpoint that joined just now is
-                # starting, and dockerd lists it only once its container runs.
-                if ep.id not in live and ep.state == "ready" and ep.changed_unix <= cutoff:
-                    endpoints.add(ep.id)
-        return networks, endpoints
+        networks, endpoints = forgotten(self.store, docker, cutoff)
+        return set(networks), set(endpoints)
 
     def _try(self, report, key, fn, *args):
         try:
@@ -198,11 +185,6 @@ class Reconciler:
         if any(report.values()):
             log.info("reconcile (%s): %s", what,
                      ", ".join(f"{k}={v}" for k, v in report.items() if v))
-
-
-class _Ref:
-    def __init__(self, network_id):
-        self.network_id = network_id
 
 
 def background(interval, argv, first_delay=5.0):
@@ -224,6 +206,27 @@ def background(interval, argv, first_delay=5.0):
     t = threading.Thread(target=loop, name="pycni-reconcile", daemon=True)
     t.start()
     return t
+
+
+def forgotten(store, docker, cutoff=float("inf")):
+    """([network id], [endpoint id]) the store holds and this dockerd no longer has,
+    recorded (networks) or last changed (endpoints) at `cutoff` or before."""
+    networks, endpoints = [], []
+    for spec in store.networks():
+        info = docker.network(spec.id)
+        if info is None:
+            # dockerd records a network only after CreateNetwork answered: a young
+            # one may just not be there yet.
+            if (store.network_created(spec.id) or 0) <= cutoff:
+                networks.append(spec.id)
+            continue
+        live = {c.get("EndpointID") for c in (info.get("Containers") or {}).values()}
+        # Endpoints judged by the last state change: one that joined just now is
+        # starting, and dockerd lists it only once its container runs.
+        endpoints += [ep.id for ep in store.endpoints(spec.id)
+                      if ep.id not in live and ep.state == EndpointState.READY
+                      and ep.changed_unix <= cutoff]
+    return networks, endpoints
 
 
 def gc_argv(settings, min_age=60):

@@ -6,7 +6,7 @@ notices a port that something already uses. Docker's own bridge does both
 Pure: the host is asked through `in_use`.
 """
 
-from .errors import DriverError
+from ..errors import DriverError
 
 
 def overlaps(a, b):

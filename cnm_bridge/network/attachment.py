@@ -5,11 +5,13 @@ The driver (CreateEndpoint, Join, ProgramExternalConnectivity, ...), the
 deferred deleter and the reconciler all go through `Attachments`; nothing else
 runs an endpoint's CNI or touches its netns and links.
 
-Where CNI runs is decided at Join, by looking at the SandboxKey (strategies.py):
-- direct: the container's netns is already mounted there (Docker 28 on `docker
-  run`, any engine on `docker network connect`): CNI ADD runs in it, as ethN.
-- handoff: it is not there yet (Docker 20.10 and 26 on `docker run`): CNI ADD
-  runs in a scratch netns and the interface is handed to Docker to move in.
+Where CNI runs is decided at Join (`_choose`, strategies.py):
+- handoff, the default on every engine: CNI ADD runs in a scratch netns and the
+  interface is handed to Docker to move in (Docker names it and counts it).
+- direct, only where wanted (-o cni.attach=direct, an interface name asked for, or
+  a list whose settings a handoff loses) and possible (the container's netns is
+  mounted at the SandboxKey at Join: Docker 28+ on `docker run`, any engine on
+  `docker network connect`): CNI ADD runs in it, as the lowest free ethN.
 """
 
 import ipaddress
@@ -18,12 +20,13 @@ import logging
 from cni_runner import (CNIError, PluginError, RuntimeConf, conflist_from_bytes,
                         conflist_from_dict)
 
-from . import answers, conflists, names, ports
-from .bootid import current_boot_id
+from .. import names
+from ..errors import DriverError, NotFound, UnsupportedOption
+from ..state.bootid import current_boot_id
+from ..state.records import AttachMode, Endpoint, EndpointState
+from . import answers, conflists, ports
 from .deleter import Deleter, Pending
-from .errors import DriverError, NotFound, UnsupportedOption
-from .strategies import DIRECT, HANDOFF, Direct, Handoff
-from .store import Endpoint
+from .strategies import Direct, Handoff
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ class Attachments:
         self.store = store
         self.runtime = runtime
         self.host = host
-        self.strategies = {HANDOFF: Handoff(host), DIRECT: Direct(host)}
+        self.strategies = {AttachMode.HANDOFF: Handoff(host), AttachMode.DIRECT: Direct(host)}
         self.deleter = Deleter(self.release) if defer_delete else None
 
     # -- CreateEndpoint ---------------------------------------------------------------
@@ -46,13 +49,13 @@ class Attachments:
         keeps its address keeps its MAC, and peers' neighbour caches stay right.
         """
         ep = self.store.get_endpoint(req.endpoint_id)
-        if ep is not None and ep.network_id == spec.id and ep.state != "deleting":
+        if ep is not None and ep.network_id == spec.id and ep.state != EndpointState.DELETING:
             return ep  # a replay
         if ep is not None:
             self.release(ep.id)  # left by an earlier attempt
         self._check_ready(spec)
         mac = req.mac or (answers.mac_for(req.address, req.address6) if spec.own_mac else "")
-        ep = Endpoint(id=req.endpoint_id, network_id=spec.id, state="created",
+        ep = Endpoint(id=req.endpoint_id, network_id=spec.id, state=EndpointState.CREATED,
                       netns=names.netns_name(req.endpoint_id),
                       addresses=[str(a) for a in (req.address, req.address6) if a is not None],
                       mac=mac, mac_given=bool(req.mac), cni_args=answers.cni_args(mac),
@@ -86,10 +89,10 @@ class Attachments:
 
     def attach(self, spec, ep, sandbox_key):
         """CNI ADD for a recorded endpoint, where the SandboxKey allows. -> Join's answer."""
-        if ep.state == "ready":
+        if ep.state == EndpointState.READY:
             return self.join_answer(spec, ep)  # a replay
         strategy = self._choose(spec, ep, sandbox_key)
-        if strategy.mode == HANDOFF and spec.lost_settings and not spec.allow_loss:
+        if strategy.mode == AttachMode.HANDOFF and spec.lost_settings and not spec.allow_loss:
             raise UnsupportedOption(conflists.handoff_refusal(spec.cni_name,
                                                               list(spec.lost_settings)))
         # Docker's IPAM may hand out again an address whose DEL is still pending. Waited
@@ -102,19 +105,19 @@ class Attachments:
         # while the endpoint is half made, and each finds it as attach left it.
         with self.runtime.lock("endpoint", ep.id):
             ep = self.ready(ep.id)  # a teardown may have come first
-            if ep.state != "ready":
+            if ep.state != EndpointState.READY:
                 self._attach(spec, ep, strategy, sandbox_key)
         return self.join_answer(spec, ep)
 
     def _attach(self, spec, ep, strategy, sandbox_key):
         conflist = self._endpoint_conflist(spec, ep, strategy.mode)
-        ep.mode, ep.sandbox_key, ep.state = strategy.mode, sandbox_key, "creating"
-        ep.tmp_ifname = names.tmp_ifname(ep.id) if strategy.mode == HANDOFF else ""
+        ep.mode, ep.sandbox_key, ep.state = strategy.mode, sandbox_key, EndpointState.CREATING
+        ep.tmp_ifname = names.tmp_ifname(ep.id) if strategy.mode == AttachMode.HANDOFF else ""
         ipam = None if spec.static_ipam else (conflists.main_ipam(conflist.raw) or {})
         ep.cap_args = answers.capability_args((ipam or {}).get("type"), ep.addresses, ep.mac)
         self.store.update_endpoint(ep)  # before its netns exists: reconciliation finds it
         try:
-            path = strategy.prepare(ep, sandbox_key)
+            path, ep.ifname = strategy.prepare(ep, sandbox_key)
             self.store.update_endpoint(ep)  # the ifname chosen, before any plugin runs
             result = self.runtime.add(conflist, RuntimeConf(ep.id, path, ep.ifname,
                                                             ep.cni_args, ep.cap_args))
@@ -122,7 +125,7 @@ class Attachments:
                                     answers.container_ips(result, ep.ifname))
             mac = strategy.settle(ep, result, clear_gateway=self._gateway_given(result, spec))
             ep.mac = ep.mac or mac
-            ep.result, ep.state = result, "ready"
+            ep.result, ep.state = result, EndpointState.READY
             self.store.update_endpoint(ep)
         except Exception:
             self._undo_attach(spec, ep)
@@ -140,11 +143,11 @@ class Attachments:
         itself. Direct is for lists whose settings a handoff loses, for an interface name
         the user asked for, and for networks made with -o cni.attach=direct.
         """
-        wanted = spec.attach == "direct" or (
-            spec.attach == "auto" and bool(spec.lost_settings or ep.ifname))
+        wanted = spec.attach == AttachMode.DIRECT or (
+            spec.attach == AttachMode.AUTO and bool(spec.lost_settings or ep.ifname))
         if wanted and sandbox_key and self.host.is_netns(sandbox_key):
-            return self.strategies[DIRECT]
-        return self.strategies[HANDOFF]
+            return self.strategies[AttachMode.DIRECT]
+        return self.strategies[AttachMode.HANDOFF]
 
     def _gateway_given(self, result, spec):
         answer = answers.join_answer(result, None, spec.internal)
@@ -155,7 +158,7 @@ class Attachments:
             self._cni_delete(self._endpoint_conflist(spec, ep, ep.mode), ep)
         except Exception as e:
             log.error("endpoint %s: cleanup after failed attach failed: %s", ep.id[:12], e)
-        ep.state, ep.result, ep.mode, ep.tmp_ifname = "created", None, "", ""
+        ep.state, ep.result, ep.mode, ep.tmp_ifname = EndpointState.CREATED, None, "", ""
         try:
             self.store.update_endpoint(ep)  # Docker sends DeleteEndpoint after a failed Join
         except NotFound:
@@ -170,7 +173,7 @@ class Attachments:
         `static` holding the addresses Docker's IPAM or pycni's allocated (generated lists,
         pycni's IPAM), and in the container's own netns a MAC setter where no plugin sets
         the MAC."""
-        raw = spec.direct_list if mode == DIRECT else spec.endpoint_list
+        raw = spec.direct_list if mode == AttachMode.DIRECT else spec.endpoint_list
         if spec.static_ipam:
             raw = conflists.static_ipam(raw, [ipaddress.ip_interface(a) for a in ep.addresses],
                                         spec.gateways)
@@ -228,7 +231,7 @@ class Attachments:
             return
         try:
             self.revoke(self.store.get_network(ep.network_id), ep)
-            ep.state = "deleting"
+            ep.state = EndpointState.DELETING
             self.store.update_endpoint(ep)
         except NotFound:
             return  # a teardown (gc, DeleteNetwork) got there first
@@ -262,8 +265,8 @@ class Attachments:
             ep = self.store.get_endpoint(endpoint_id)
             if ep is None or (unchanged_since is not None and ep.changed_unix > unchanged_since):
                 return False
-            if ep.state != "deleting":
-                ep.state = "deleting"
+            if ep.state != EndpointState.DELETING:
+                ep.state = EndpointState.DELETING
                 self.store.update_endpoint(ep)
             spec = self.store.get_network(ep.network_id)
             self.revoke(spec, ep)
@@ -288,10 +291,10 @@ class Attachments:
     def release_orphan(self, entry):
         """DEL a cached CNI attachment that has no endpoint record (reconciliation)."""
         conflist = conflist_from_bytes(entry.config, "cached config")
-        ep = Endpoint(id=entry.container_id, network_id="", state="deleting",
+        ep = Endpoint(id=entry.container_id, network_id="", state=EndpointState.DELETING,
                       netns=names.netns_name(entry.container_id),
                       tmp_ifname=names.tmp_ifname(entry.container_id), ifname=entry.ifname,
-                      mode=HANDOFF if entry.ifname == "eth0" else DIRECT,
+                      mode=AttachMode.HANDOFF if entry.ifname == "eth0" else AttachMode.DIRECT,
                       cni_args=list(entry.cni_args), cap_args=dict(entry.capability_args))
         self._cni_delete(conflist, ep)
 
@@ -301,7 +304,7 @@ class Attachments:
         No cache entry means no plugin ever ran (cni_runner caches its intent before
         the first ADD) or DEL already finished: nothing to DEL then.
         """
-        strategy = self.strategies[ep.mode or HANDOFF]
+        strategy = self.strategies[ep.mode or AttachMode.HANDOFF]
         if conflist is not None and self.runtime.has_attachment(conflist.name, ep.id, ep.ifname):
             addresses = list(ep.addresses) or self._cached_addresses(conflist, ep)
             path = strategy.before_del(ep, conflist.raw, addresses)
@@ -336,12 +339,14 @@ class Attachments:
         plugin says otherwise, (None, why) when CHECK cannot run: after a handoff the
         interface lives under Docker's settings in a netns CNI never saw.
         """
-        if ep.state != "ready":
+        if ep.state != EndpointState.READY:
             return None, f"endpoint is {ep.state}, not attached"
-        if ep.mode != DIRECT:
-            return None, ("attached through the scratch-netns handoff: CNI's netns is not "
-                          "the container's, so CHECK has nothing to look at (CHECK needs "
-                          "Docker 28+, or `docker network connect`)")
+        if ep.mode != AttachMode.DIRECT:
+            return None, ("attached through the scratch-netns handoff (the default): CNI's "
+                          "netns is not the container's, so CHECK has nothing to look at; "
+                          "CHECK needs a direct attachment: a network made with -o "
+                          "cni.attach=direct, on Docker 28+ or through `docker network "
+                          "connect`")
         if not self.host.netns_exists(ep.netns):
             return False, f"the container's netns ({ep.sandbox_key}) is gone"
         conflist = self._endpoint_conflist(spec, ep, ep.mode)
@@ -371,6 +376,6 @@ class Attachments:
 
     def ready(self, endpoint_id):
         ep = self.store.get_endpoint(endpoint_id)
-        if ep is None or ep.state == "deleting":
+        if ep is None or ep.state == EndpointState.DELETING:
             raise NotFound(f"endpoint {endpoint_id[:12]} is not known to pycni")
         return ep

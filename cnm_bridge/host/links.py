@@ -66,7 +66,7 @@ def hand_out(ns, ifname, tmpname, mac=None):
 STAND_IN_PEER = "pycni-standin"
 
 
-def _take_back(tmpname, ifname, addresses):
+def _take_back(ifname, addresses):
     index = _index(ifname)
     if index is None:
         # The real link is gone (the container's netns died with it); a stand-in with
@@ -94,7 +94,7 @@ def take_back(ns, tmpname, ifname, addresses):
             pass  # gone meanwhile: a stand-in is made below
         finally:
             os.close(fd)
-    ns.run_on_thread(_take_back, tmpname, ifname, addresses)
+    ns.run_on_thread(_take_back, ifname, addresses)
 
 
 def delete_link(name):
@@ -109,11 +109,6 @@ def delete_link(name):
 
 def link_exists(name):
     return _index(name) is not None
-
-
-def link_mac(name):
-    """A host link's MAC, or ""."""
-    return rtnl.link_mac(name)
 
 
 def link_kind(name):

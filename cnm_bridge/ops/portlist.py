@@ -4,7 +4,8 @@ Docker shows no ports for remote-driver networks (`docker port` stays empty),
 so this reads pycni's store and asks dockerd only for container names.
 """
 
-from .store import Store
+from ..network.netspec import legacy
+from ..state.store import Store
 
 
 def container_names(docker):
@@ -16,14 +17,11 @@ def container_names(docker):
 
 
 def print_ports(settings, docker=None):
-    store = Store(settings.db_path)
+    store = Store(settings.db_path, legacy=legacy)
     rows = [(ep, m) for ep in store.endpoints() for m in ep.ports]
     if docker is None:
-        try:
-            from .dockerapi import DockerAPI
-            docker = DockerAPI.connect(timeout=5)
-        except Exception:
-            docker = None
+        from .dockerapi import reach
+        docker = reach()
     names = container_names(docker) if docker is not None else {}
     print(f"{'CONTAINER':<24} {'HOST':<24} {'CONTAINER PORT':<16} ENDPOINT")
     for ep, m in rows:

@@ -9,15 +9,13 @@ the worker grew by megabytes as the store grew, and threads contending for
 SQLite's write lock slept in its busy handler instead of waking when it was free.
 """
 
-import dataclasses
 import json
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass, field
 
-from .errors import NotFound
-from .netspec import NetworkSpec, legacy
+from ..errors import NotFound
+from .records import Endpoint, NetworkSpec, Pool, julianday_unix
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -67,60 +65,6 @@ ADDED_COLUMNS = [
     # by CreateEndpoint's time; older rows take their creation time.
     ("endpoints", "changed", "REAL NOT NULL DEFAULT 0"),
 ]
-ENDPOINT_STATES = ("created", "creating", "ready", "deleting")
-
-
-@dataclass
-class Endpoint:
-    """One Docker endpoint. States: "created" (CreateEndpoint answered, CNI not run yet),
-    "creating" (ADD in flight), "ready" (attached), "deleting" (DEL due)."""
-
-    id: str
-    network_id: str
-    state: str
-    netns: str = ""  # pycni's netns for it: the scratch one (handoff) or the pin (direct)
-    tmp_ifname: str = ""  # the handed-off link's name on the host (handoff only)
-    ifname: str = "eth0"  # CNI_IFNAME
-    mode: str = ""  # "handoff" or "direct", decided at Join
-    addresses: list = field(default_factory=list)  # Docker's, as CIDR strings
-    mac: str = ""
-    mac_given: bool = False  # the user's --mac-address
-    cni_args: list = field(default_factory=list)
-    cap_args: dict = field(default_factory=dict)
-    result: dict = None
-    boot_id: str = field(default="", compare=False)
-    ports: list = field(default_factory=list)
-    sandbox_key: str = ""
-    created_unix: float = field(default=0.0, compare=False)
-    changed_unix: float = field(default=0.0, compare=False)  # the last state change
-
-
-@dataclass
-class Pool:
-    """An IPAM pool of pycni's IPAM driver."""
-
-    id: str
-    subnet: str
-    v6: bool = False
-    kind: str = "host-local"  # the IPAM plugin run alone: host-local or static
-    cni_network: str = ""  # the conflist whose IPAM this is (--ipam-opt cni.network)
-    ipam: dict = field(default_factory=dict)  # that conflist's IPAM section, verbatim
-    range: dict = field(default_factory=dict)  # host-local range of a pool made here
-    gateway: str = ""
-
-    def to_json(self):
-        doc = dataclasses.asdict(self)
-        doc.pop("id")
-        return doc
-
-    @classmethod
-    def from_json(cls, pool_id, doc):
-        # The first release wrote "type" and "base" for "kind" and "ipam".
-        return cls(id=pool_id, subnet=doc["subnet"], v6=bool(doc.get("v6")),
-                   kind=doc.get("kind") or doc.get("type") or "host-local",
-                   cni_network=doc.get("cni_network") or "",
-                   ipam=doc.get("ipam") or doc.get("base") or {},
-                   range=doc.get("range") or {}, gateway=doc.get("gateway") or "")
 
 
 class StoreUnusable(Exception):
@@ -151,9 +95,14 @@ def unusable(path, error):
 
 
 class Store:
-    def __init__(self, path):
-        """Raises StoreUnusable, naming the file and the fix, if it cannot be used."""
+    def __init__(self, path, legacy=None):
+        """Raises StoreUnusable, naming the file and the fix, if it cannot be used.
+
+        `legacy` turns a network row of the first release (a column per field) into a
+        NetworkSpec (`netspec.legacy`): the store keeps records, the network logic
+        derives them. A first-release store opened without it is refused."""
         self.path = path
+        self._legacy = legacy
         try:
             self._open()
         except (sqlite3.DatabaseError, OSError) as e:
@@ -200,6 +149,10 @@ class Store:
 
     def _rewrite_legacy_networks(self):
         """The first release's networks table (a column per field) -> one spec per row."""
+        legacy = self._legacy
+        if legacy is None:
+            raise StoreUnusable(self.path, "it was written by pycni's first release",
+                                "start `pycni serve` once: it upgrades the store")
         with self._conn() as db:
             rows = db.execute("SELECT * FROM networks").fetchall()
             specs = []
@@ -255,7 +208,7 @@ class Store:
         """When the network was recorded (seconds since the epoch), or None."""
         with self._conn() as db:
             row = db.execute("SELECT created FROM networks WHERE id=?", (network_id,)).fetchone()
-        return _unix(row["created"]) if row else None
+        return julianday_unix(row["created"]) if row else None
 
     def delete_network(self, network_id):
         with self._conn() as db:
@@ -264,31 +217,22 @@ class Store:
     # -- endpoints ------------------------------------------------------------
 
     def add_endpoint(self, e):
+        row = e.to_row()
         with self._conn() as db:
-            db.execute(
-                "INSERT INTO endpoints (id, network_id, state, netns, tmp_ifname, ifname, mode,"
-                " addresses, mac, mac_given, cni_args, cap_args, result, boot_id, ports,"
-                " sandbox_key, changed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
-                " julianday('now'))",
-                (e.id, e.network_id, e.state, e.netns, e.tmp_ifname, e.ifname, e.mode,
-                 json.dumps(e.addresses), e.mac, int(e.mac_given), json.dumps(e.cni_args),
-                 json.dumps(e.cap_args), json.dumps(e.result) if e.result else None,
-                 e.boot_id, json.dumps(e.ports), e.sandbox_key))
+            db.execute(f"INSERT INTO endpoints ({', '.join(row)}, changed)"
+                       f" VALUES ({', '.join(':' + c for c in row)}, julianday('now'))", row)
 
     def update_endpoint(self, e):
         """Raises NotFound if the row is gone: a teardown removed it meanwhile, and a
         writer that went on would answer Docker for an endpoint nothing holds."""
         with self._conn() as db:
-            # SET's expressions read the row as it was: `state=?` is the old state.
+            # SET's expressions read the row as it was: `state=:state` is the old state.
+            row = e.to_row()
+            sets = ", ".join(f"{c}=:{c}" for c in row if c != "id")
             cur = db.execute(
-                "UPDATE endpoints SET state=?, netns=?, tmp_ifname=?, ifname=?, mode=?,"
-                " mac=?, cni_args=?, cap_args=?, result=?, ports=?, sandbox_key=?, boot_id=?,"
-                " changed=CASE WHEN state=? THEN changed ELSE julianday('now') END"
-                " WHERE id=?",
-                (e.state, e.netns, e.tmp_ifname, e.ifname, e.mode, e.mac,
-                 json.dumps(e.cni_args), json.dumps(e.cap_args),
-                 json.dumps(e.result) if e.result else None, json.dumps(e.ports),
-                 e.sandbox_key, e.boot_id, e.state, e.id))
+                f"UPDATE endpoints SET {sets},"
+                f" changed=CASE WHEN state=:state THEN changed ELSE julianday('now') END"
+                f" WHERE id=:id", row)
             if cur.rowcount == 0:
                 raise NotFound(f"endpoint {e.id[:12]} was removed meanwhile (a teardown: "
                                f"`docker network rm`, or `pycni gc`); start the container "
@@ -297,7 +241,7 @@ class Store:
     def get_endpoint(self, endpoint_id):
         with self._conn() as db:
             row = db.execute("SELECT * FROM endpoints WHERE id=?", (endpoint_id,)).fetchone()
-        return _endpoint(row) if row else None
+        return Endpoint.from_row(row) if row else None
 
     def endpoints(self, network_id=None):
         with self._conn() as db:
@@ -306,7 +250,7 @@ class Store:
             else:
                 rows = db.execute("SELECT * FROM endpoints WHERE network_id=?"
                                   " ORDER BY created, rowid", (network_id,)).fetchall()
-        return [_endpoint(r) for r in rows]
+        return [Endpoint.from_row(r) for r in rows]
 
     def delete_endpoint(self, endpoint_id):
         with self._conn() as db:
@@ -414,20 +358,3 @@ class _Tx:
 
 def _network(row):
     return NetworkSpec.from_json(json.loads(row["spec"]))
-
-
-def _endpoint(row):
-    return Endpoint(id=row["id"], network_id=row["network_id"], state=row["state"],
-                    netns=row["netns"], tmp_ifname=row["tmp_ifname"], ifname=row["ifname"],
-                    mode=row["mode"], addresses=json.loads(row["addresses"]), mac=row["mac"],
-                    mac_given=bool(row["mac_given"]),
-                    cni_args=[tuple(p) for p in json.loads(row["cni_args"])],
-                    cap_args=json.loads(row["cap_args"]),
-                    result=json.loads(row["result"]) if row["result"] else None,
-                    boot_id=row["boot_id"], ports=json.loads(row["ports"]),
-                    sandbox_key=row["sandbox_key"],
-                    created_unix=_unix(row["created"]), changed_unix=_unix(row["changed"]))
-
-
-def _unix(julianday):
-    return (julianday - 2440587.5) * 86400.0

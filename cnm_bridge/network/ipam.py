@@ -19,16 +19,18 @@ import uuid
 
 from cni_runner import CNIError, RuntimeConf, canonical_result, conflist_from_dict, load_by_name
 
-from . import conflists, names, routes
-from .errors import DriverError, NotFound, UnsupportedOption
+from .. import names
+from ..errors import DriverError, NotFound, UnsupportedOption
+from ..host import routes
+from ..state.records import Pool
+from . import conflists
+from .conflists import IPS_IPAMS
 from .options import OPT_CNI_NETWORK
-from .store import Pool
 
 log = logging.getLogger(__name__)
 LOCAL_SPACE = "PycniLocal"
 GLOBAL_SPACE = "PycniGlobal"
 GATEWAY_HANDLE = "gateway"
-IPAM_TYPES = ("host-local", "static")
 
 
 class Ipam:
@@ -115,11 +117,11 @@ class Ipam:
         if ipam is None:
             raise UnsupportedOption(f"CNI network {name!r} has no IPAM section")
         kind = ipam.get("type")
-        if kind not in IPAM_TYPES:
+        if kind not in IPS_IPAMS:
             # dhcp leases belong to an interface in a netns; RequestAddress has neither.
             raise UnsupportedOption(
                 f"CNI network {name!r} uses IPAM {kind!r}; the pycni IPAM driver "
-                f"supports {', '.join(IPAM_TYPES)}")
+                f"supports {', '.join(IPS_IPAMS)}")
         family = 6 if req.v6 else 4
         mine = _first_subnet(ipam, family)
         if mine is None:

@@ -9,9 +9,11 @@ import json
 import socket
 import sys
 
-from . import answers, ports
+from ..network import answers, ports
+from ..network.netspec import legacy
+from ..state.records import EndpointState
+from ..state.store import Store, StoreUnusable
 from .render import render
-from .store import Store, StoreUnusable
 
 NETWORK_COLUMNS = ["Network", "Id", "CNINetwork", "Mode", "Subnets", "Bridge", "Endpoints"]
 ENDPOINT_COLUMNS = ["Container", "Network", "Endpoint", "Addresses", "Mac", "Ports", "State",
@@ -36,7 +38,7 @@ def server_answers(path, timeout=5):
 
 
 def collect(settings, docker=None):
-    store = Store(settings.db_path)
+    store = Store(settings.db_path, legacy=legacy)
     up, why = server_answers(settings.socket)
     net_names, ep_names = {}, {}
     if docker is not None:
@@ -63,16 +65,13 @@ def collect(settings, docker=None):
                     "Attach": f"{e.mode} {e.ifname}" if e.mode else ""})
     return {"Server": {"Socket": settings.socket, "Answering": up, "Error": why},
             "Networks": networks, "Endpoints": eps,
-            "PendingDeletes": sum(1 for e in endpoints if e.state == "deleting")}
+            "PendingDeletes": sum(1 for e in endpoints if e.state == EndpointState.DELETING)}
 
 
 def run_status(settings, opts, docker=None):
     if docker is None:
-        try:
-            from .dockerapi import DockerAPI
-            docker = DockerAPI.connect(timeout=5)
-        except Exception:
-            docker = None
+        from .dockerapi import reach
+        docker = reach()
     try:
         data = collect(settings, docker)
     except StoreUnusable as e:

@@ -9,7 +9,8 @@ import ipaddress
 
 from cni_runner import canonical_result
 
-from .errors import UnsupportedOption
+from ..errors import UnsupportedOption
+from .conflists import IPS_IPAMS
 
 MAIN_TABLE = 254  # RT_TABLE_MAIN
 
@@ -69,7 +70,7 @@ def capability_args(ipam_type, addresses, mac):
     """
     caps = {}
     addrs = [str(a) for a in addresses if a is not None]
-    if addrs and ipam_type in ("host-local", "static"):
+    if addrs and ipam_type in IPS_IPAMS:
         caps["ips"] = addrs
     if mac:
         caps["mac"] = mac

@@ -17,7 +17,7 @@ from gunicorn import sock
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from . import serverlock
+from ..state import serverlock
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _worker_started(settings):
         # Threads do not survive gunicorn's fork: they start in the worker, before the
         # worker's own threads, so that the arena cap holds for all of them.
         from . import memory
-        from .reconcile import background, gc_argv
+        from ..network.reconcile import background, gc_argv
         memory.cap_arenas()
         worker.pycni_trimmer = memory.IdleTrimmer().start()
         if settings.reconcile_interval > 0:
@@ -94,9 +94,10 @@ def store_problem(settings):
     the fix, not a worker failing to boot again and again. Checked in a child process:
     the master never loads SQLite or the app's modules, and stays small."""
     code = ("import sys\n"
-            "from cnm_bridge.store import Store, StoreUnusable\n"
+            "from cnm_bridge.network.netspec import legacy\n"
+            "from cnm_bridge.state.store import Store, StoreUnusable\n"
             "try:\n"
-            "    Store(sys.argv[1]).verify()\n"
+            "    Store(sys.argv[1], legacy=legacy).verify()\n"
             "except StoreUnusable as e:\n"
             "    print(e)\n")
     try:

@@ -1,0 +1,1 @@
+"""The Docker-facing side: request bodies parsed, the Flask routes, the gunicorn server."""

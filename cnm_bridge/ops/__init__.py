@@ -1,0 +1,2 @@
+"""Operator commands behind `pycni`: status, inspect, check, doctor, ports; what they ask
+dockerd."""
