@@ -41,11 +41,12 @@ def needs_root_session():
 def _host_baseline():
     """pycni's links and netns already on the host when the session starts: leak checks
     judge only newer ones. The CNI plugins' shared chains (CNI-FORWARD, CNI-HOSTPORT-*)
-    are left as they are at the end: whoever made one (this session's plugins, or
-    another run's on the same host meanwhile) cannot be told, and removing one another
-    run uses would break its containers."""
+    that appeared during the session go at its end only if nothing is in them: one that
+    another runtime's containers use meanwhile stays."""
     if support.requirement_problem(False):
         yield
         return
     support.record_baseline()
+    before = support.chains()
     yield
+    support.remove_new_empty_cni_chains(before)

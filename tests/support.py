@@ -11,6 +11,45 @@ CNI_BIN_DIRS = ([os.environ["PYCNI_TEST_CNI_BIN_DIR"]] if os.environ.get("PYCNI_
                 else [d for d in ("/usr/lib/cni", "/opt/cni/bin") if os.path.isdir(d)])
 
 
+# The CNI plugins' chains shared by every container of every runtime on the host.
+SHARED_CNI_CHAINS = {
+    "filter": ("CNI-FORWARD", "CNI-ADMIN"),
+    "nat": ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"),
+}
+
+
+def chains():
+    """{table: set(chain names)} for IPv4."""
+    out, table = {}, None
+    for ln in run("iptables-save").stdout.splitlines():
+        if ln.startswith("*"):
+            table = ln[1:]
+            out[table] = set()
+        elif ln.startswith(":") and table:
+            out[table].add(ln[1:].split()[0])
+    return out
+
+
+def remove_new_empty_cni_chains(before):
+    """Remove the shared CNI chains that appeared since `before` and hold no rule now:
+    this session's plugins made them and nobody uses them. One with rules (another
+    runtime's containers, made meanwhile) stays."""
+    import shlex
+    now = chains()
+    for table, names in SHARED_CNI_CHAINS.items():
+        saved = run("iptables-save", "-t", table).stdout.splitlines()
+        for chain in names:
+            if chain not in now.get(table, set()) or chain in before.get(table, set()):
+                continue
+            if any(ln.startswith(f"-A {chain} ") for ln in saved):
+                continue
+            for ln in saved:
+                if ln.startswith("-A ") and ln.endswith(f"-j {chain}"):
+                    subprocess.run(["iptables", "-t", table, "-D"] + shlex.split(ln[3:]),
+                                   capture_output=True)
+            subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
+
+
 def cni_plugins_speak(version):
     """Whether the plugin set under test (CNI_BIN_DIRS) speaks CNI `version`."""
     import json
