@@ -67,6 +67,12 @@ def load_body(data):
 def _id(body, key, required=True):
     value = body.get(key)
     if value is None or value == "":
+        if required and not body:
+            # Docker re-sends a call with the body it already sent gone when the
+            # connection broke mid-call (pycni's worker restarted under it).
+            raise BadRequest(f"missing {key}: the request came with an empty body, as Docker "
+                             "re-sends a call after its connection to pycni broke (pycni "
+                             "restarted during the call); run the command again")
         if required:
             raise BadRequest(f"missing {key}")
         return ""

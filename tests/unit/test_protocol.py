@@ -606,3 +606,11 @@ def test_ipv6_scope_ids_are_refused(parse, body):
     and one passed on would reach CNI and iptables as an address they cannot parse."""
     with pytest.raises(BadRequest, match="scope"):
         parse(body)
+
+
+def test_an_empty_body_says_docker_resent_a_call():
+    """Docker re-sends a call without its body after the connection to pycni broke: the
+    user reads what happened and what to do, not only the field that is missing."""
+    with pytest.raises(p.BadRequest, match="missing NetworkID: the request came with an "
+                       "empty body.*run the command again"):
+        p.parse_create_network(p.load_body(b""))
