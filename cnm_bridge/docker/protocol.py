@@ -117,29 +117,26 @@ def _no_scope(value, key):
     return value
 
 
-def _iface(value, key):
-    """'10.0.0.2/24' -> ip_interface; '' or None -> None."""
+def _ip_value(value, key, parse, what):
+    """A CIDR string parsed by `parse` (ip_interface, ip_network); '' or None -> None."""
     if value in (None, ""):
         return None
     if not isinstance(value, str):
         raise BadRequest(f"{key} must be a CIDR string, got {_show(value)}")
     _no_scope(value, key)
     try:
-        return ipaddress.ip_interface(value)
+        return parse(value)
     except ValueError:
-        raise BadRequest(f"{key}: invalid address {_show(value)}") from None
+        raise BadRequest(f"{key}: invalid {what} {_show(value)}") from None
+
+
+def _iface(value, key):
+    """'10.0.0.2/24' -> ip_interface; '' or None -> None."""
+    return _ip_value(value, key, ipaddress.ip_interface, "address")
 
 
 def _network(value, key):
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"{key} must be a CIDR string, got {_show(value)}")
-    _no_scope(value, key)
-    try:
-        return ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise BadRequest(f"{key}: invalid subnet {_show(value)}") from None
+    return _ip_value(value, key, lambda v: ipaddress.ip_network(v, strict=False), "subnet")
 
 
 MAC_RE = re.compile(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")

@@ -79,27 +79,6 @@ def test_macvlan_conflist_on_veth_parent(dk, pycni):
         support.run("ip", "link", "del", parent, check=False)
 
 
-def test_ptp_conflist(dk, pycni):
-    subnet = random_subnet()
-    cni_name = "ptp-" + secrets.token_hex(4)
-    pycni.write_conf(f"40-{cni_name}.conflist", {
-        "cniVersion": "1.0.0", "name": cni_name,
-        "plugins": [{"type": "ptp", "ipMasq": True,
-                     "ipam": {"type": "host-local",
-                              "dataDir": os.path.join(pycni.root, "hostlocal"),
-                              "ranges": [[{"subnet": subnet}]],
-                              "routes": [{"dst": "0.0.0.0/0"}]}},
-                    {"type": "firewall"}]})
-    net = dk.network("ptp", "-o", f"cni.network={cni_name}", "--subnet", subnet)
-    nid = dk.network_id(net)
-    a = dk.run("a", net)
-    info = assert_inspect_matches(dk, a, net)
-    ping(dk, a, info["Gateway"])
-    docker("rm", "-f", a)
-    dk.rm_network(net)
-    assert_nothing_left(pycni, [nid], [subnet])
-
-
 # -- errors at `docker network create`, not at the first `docker run` -----------
 
 def _assert_no_network(name):
@@ -180,7 +159,7 @@ def _ptp_pair_reach_each_other(dk, net, attach=()):
         docker("network", "connect", net, b)
     else:
         b = dk.run("b", net)
-    ia, ib = inspect_net(a, net), inspect_net(b, net)
+    ia, ib = assert_inspect_matches(dk, a, net), inspect_net(b, net)
     ping(dk, a, ib["IPAddress"])
     ping(dk, b, ia["IPAddress"])
     ping(dk, a, b)
