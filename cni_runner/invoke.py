@@ -14,6 +14,8 @@ import subprocess
 import threading
 import time
 
+from . import deadline
+
 from .errors import PluginError, PluginNotFoundError, ResultError, INTERNAL
 
 DEFAULT_TIMEOUT = 60.0
@@ -157,6 +159,10 @@ def exec_plugin(path, env, stdin_data, timeout=DEFAULT_TIMEOUT, max_output=MAX_O
     """Run one plugin; return its stdout on success, raise PluginError otherwise."""
     name = _plugin_name(path)
     command = env.get("CNI_COMMAND", "")
+    timeout = deadline.remaining(timeout)
+    if timeout <= 0:
+        raise PluginError(name, INTERNAL, "not run: the caller's deadline had passed",
+                          command=command)
     for attempt in range(ETXTBSY_RETRIES + 1):
         try:
             proc = subprocess.Popen(

@@ -10,7 +10,8 @@ def make_app(settings, host=None):
     graph = build(settings, host)
     # Before the worker accepts a call: finish or undo whatever a crash left half-made.
     graph.reconciler.local()
-    app = create_app(graph.driver, graph.ipam, graph.host, [graph.runtime, graph.ipam.runtime])
+    app = create_app(graph.driver, graph.ipam, graph.host, [graph.runtime, graph.ipam.runtime],
+                     call_deadline=settings.call_deadline)
     app.config["graph"] = graph
     # Bounded before it is read: werkzeug answers 413 past this.
     app.config["MAX_CONTENT_LENGTH"] = 2 << 20

@@ -29,7 +29,9 @@ class Graph:
 
 def build(settings, host=None, defer_delete=None):
     prepare_state_dir(settings)
-    store = Store(settings.db_path, legacy=legacy)
+    # A call waits for SQLite's lock at most a part of its deadline.
+    store = Store(settings.db_path, legacy=legacy,
+                  busy_timeout=min(30.0, settings.call_deadline / 2 or 30.0))
     runtime = CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
                          timeout=settings.plugin_timeout)
     host = host or Host()

@@ -10,6 +10,7 @@ DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_BIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni", "/usr/libexec/cni")
 DEFAULT_STATE_DIR = "/var/lib/pycni"
 DEFAULT_PLUGIN_TIMEOUT = 60.0
+DEFAULT_CALL_DEADLINE = 25.0
 
 
 @dataclass
@@ -22,6 +23,9 @@ class Settings:
     log_level: str = "info"
     reconcile_interval: float = 300.0
     defer_delete: bool = True
+    # Seconds one Docker call may take: dockerd gives up on a plugin's call after 30 s
+    # (a managed plugin's: `docker plugin enable --timeout`), so pycni ends it first.
+    call_deadline: float = DEFAULT_CALL_DEADLINE
     # "local": each host's dockerd allocates addresses (swarm: --config-only networks per
     # host, --config-from on a manager); "global": the swarm manager does, cluster-wide.
     scope: str = "local"
@@ -62,6 +66,7 @@ def from_sources(socket=None, conf_dir=None, bin_dirs=None, state_dir=None,
         log_level=(log_level or env.get("PYCNI_LOG_LEVEL") or "info").lower(),
         reconcile_interval=float(env.get("PYCNI_RECONCILE_INTERVAL") or 300),
         defer_delete=bool_word(env.get("PYCNI_DEFER_DELETE") or "1") is not False,
+        call_deadline=float(env.get("PYCNI_CALL_DEADLINE") or DEFAULT_CALL_DEADLINE),
         scope=scope_setting(env.get("PYCNI_SCOPE") or "local"),
     )
 

@@ -11,7 +11,7 @@ import time
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from cni_runner import CNIError
+from cni_runner import CNIError, deadline
 
 from ..errors import DriverError, HostError, explain_host_trouble
 from . import protocol as p
@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 IMPLEMENTS = ["NetworkDriver", "IpamDriver"]
 
 
-def create_app(driver, ipam, host, runtimes):
-    """`runtimes`: the CNI runtimes whose plugin exec time the timing headers report."""
+def create_app(driver, ipam, host, runtimes, call_deadline=None):
+    """`runtimes`: the CNI runtimes whose plugin exec time the timing headers report.
+    `call_deadline`: seconds each call may take (dockerd gives up on a plugin's call after
+    30 s): plugin runs and waits end by then, with pycni's own error."""
     app = Flask("pycni")
 
     def body():
@@ -154,12 +156,14 @@ def create_app(driver, ipam, host, runtimes):
     @app.before_request
     def start_timer():
         g.started = time.monotonic()
+        deadline.start(call_deadline)
         host.reset_move_seconds()
         for runtime in runtimes:
             runtime.reset_exec_seconds()
 
     @app.after_request
     def log_call(response):
+        deadline.clear()
         # Total time, the part spent in CNI plugin executables and the part the
         # kernel took to move links between netns: the rest is pycni's own.
         ms = (time.monotonic() - g.get("started", time.monotonic())) * 1000

@@ -13,6 +13,8 @@ import queue
 import threading
 from dataclasses import dataclass
 
+from cni_runner import deadline
+
 log = logging.getLogger(__name__)
 
 
@@ -58,10 +60,12 @@ class Deleter:
                     self._cond.notify_all()
 
     def wait_for(self, predicate, timeout=120):
-        """Block until no pending deletion matches predicate(Pending)."""
+        """Block until no pending deletion matches predicate(Pending); False if one still
+        does after `timeout` or the calling thread's deadline, whichever comes first."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: not any(predicate(p) for p in self._pending.values()), timeout)
+                lambda: not any(predicate(p) for p in self._pending.values()),
+                deadline.remaining(timeout))
 
     def pending(self):
         with self._cond:

@@ -95,7 +95,7 @@ def unusable(path, error):
 
 
 class Store:
-    def __init__(self, path, legacy=None):
+    def __init__(self, path, legacy=None, busy_timeout=30.0):
         """Raises StoreUnusable, naming the file and the fix, if it cannot be used.
 
         `legacy` turns a network row of the first release (a column per field) into a
@@ -103,6 +103,7 @@ class Store:
         derives them. A first-release store opened without it is refused."""
         self.path = path
         self._legacy = legacy
+        self._busy_timeout = busy_timeout
         try:
             self._open()
         except (sqlite3.DatabaseError, OSError) as e:
@@ -176,7 +177,7 @@ class Store:
     def _connect(self):
         # Other processes (`pycni gc`, a second server on the same dir) still share the
         # file: the busy timeout covers them.
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+        db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
                              check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL is crash-safe (no corruption); a power cut may

@@ -388,3 +388,30 @@ def test_host_trouble_reaches_docker_as_a_pycni_error_with_a_fix(client, fakes, 
         assert "internal error" not in answer[key] and answer[key].startswith("pycni: ")
         for w in words:
             assert w in answer[key], answer[key]
+
+
+def test_each_call_runs_under_the_call_deadline(fakes):
+    """dockerd gives up on a plugin call after 30 s: everything a call runs (plugin execs,
+    waits) sees the deadline; between calls there is none."""
+    from cni_runner import deadline
+    driver = fakes[0]
+    seen = []
+    driver.answers["create_network"] = {}
+    real = driver.__getattr__("create_network")
+
+    def create_network(req):
+        seen.append(deadline.remaining(1000.0))
+        return real(req)
+    driver.create_network = create_network
+    client = create_app(*fakes, call_deadline=25).test_client()
+    body = {"NetworkID": "a" * 64, "Options": {}, "IPv4Data": [
+        {"AddressSpace": "LocalDefault", "Pool": "10.60.0.0/16", "Gateway": "10.60.0.1/16"}]}
+    assert post(client, "NetworkDriver.CreateNetwork", body).status_code == 200
+    assert len(seen) == 1 and 20 < seen[0] <= 25
+    assert deadline.remaining(1000.0) == 1000.0
+
+
+def test_call_deadline_setting():
+    from cnm_bridge.settings import from_sources
+    assert from_sources(env={}).call_deadline == 25.0
+    assert from_sources(env={"PYCNI_CALL_DEADLINE": "50"}).call_deadline == 50.0

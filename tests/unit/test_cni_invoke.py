@@ -469,3 +469,37 @@ def test_exec_gives_up_when_text_file_stays_busy(cni, monkeypatch):
             exec_plugin(path, {"CNI_COMMAND": "VERSION"}, b"{}")
     finally:
         os.close(fd)
+
+
+def test_a_callers_deadline_cuts_every_exec_short(cni):
+    """A server whose caller gives up after N seconds sets a deadline: a plugin run is
+    killed by then, whatever the runtime's own per-exec timeout, and a run the deadline
+    has already passed is not started."""
+    from cni_runner import deadline
+    cni.plugin("p1", ADD={"sleep": 60})
+    try:
+        deadline.start(0.5)
+        with pytest.raises(PluginError, match=r"timed out after 0\.[0-5]\d*s"):
+            cni.runtime(timeout=60).add(cni.netlist(), cni.rt())
+        deadline.start(0.001)
+        time.sleep(0.01)
+        cni.plugin("p1")
+        with pytest.raises(PluginError, match="not run: the caller's deadline had passed"):
+            cni.runtime(timeout=60).add(cni.netlist(), cni.rt("ctr2"))
+    finally:
+        deadline.clear()
+    assert deadline.remaining(7.0) == 7.0  # cleared: the runtime's own timeout again
+
+
+def test_a_deadline_belongs_to_its_thread():
+    import threading
+    from cni_runner import deadline
+    seen = {}
+    deadline.start(100)
+    try:
+        t = threading.Thread(target=lambda: seen.update(other=deadline.remaining(5.0)))
+        t.start()
+        t.join()
+        assert seen["other"] == 5.0 and deadline.remaining(500) <= 100
+    finally:
+        deadline.clear()

@@ -231,3 +231,11 @@ def test_entrypoint_names_values_where_pycni_keeps_them():
             break
     else:
         raise AssertionError("entrypoint.sh names no cnm_bridge value")
+
+
+def test_every_call_ends_inside_dockerds_patience(config):
+    """dockerd gives a managed plugin's call 30 s (`docker plugin enable --timeout`); past
+    that the user reads `Client.Timeout exceeded` and pycni finishes work for nobody."""
+    env = {e["name"]: e["value"] for e in config["env"]}
+    call, one_exec = float(env["PYCNI_CALL_DEADLINE"]), float(env["PYCNI_PLUGIN_TIMEOUT"])
+    assert call < 30 and one_exec <= call
