@@ -95,12 +95,9 @@ class Attachments:
         if strategy.mode == AttachMode.HANDOFF and spec.lost_settings and not spec.allow_loss:
             raise UnsupportedOption(conflists.handoff_refusal(spec.cni_name,
                                                               list(spec.lost_settings)))
-        # Docker's IPAM may hand out again an address whose DEL is still pending. Waited
-        # for before the endpoint's lock: the deleter takes endpoint locks, and two
-        # endpoints may share a lock file.
-        self.wait_deletions(lambda p: p.cni_name == spec.cni_name
-                            and p.addresses & {a.split("/")[0] for a in ep.addresses},
-                            "an earlier endpoint with this address")
+        # Before the endpoint's lock: teardowns take endpoint locks, and two endpoints
+        # may share a lock file.
+        self._free_addresses(spec, ep)
         # The teardowns (gc, DeleteNetwork, the deleter) take this lock too: none runs
         # while the endpoint is half made, and each finds it as attach left it.
         with self.runtime.lock("endpoint", ep.id):
@@ -108,6 +105,35 @@ class Attachments:
             if ep.state != EndpointState.READY:
                 self._attach(spec, ep, strategy, sandbox_key)
         return self.join_answer(spec, ep)
+
+    def _free_addresses(self, spec, ep):
+        """Before Join's ADD, nothing else on the endpoint's CNI list may hold one of its
+        addresses (one list, one pool: a named conflist run by two Docker networks too).
+        Docker's IPAM hands out only an address it thinks free, so an earlier holder is
+        one Docker is done with: its deferred DEL is waited for; an endpoint whose
+        DeleteEndpoint never came (pycni down past Docker's retries, or Docker forgot it)
+        is released as gc would, else its interface stays up beside the new one, with
+        the same address and MAC. If that fails, the Join is refused before anything of
+        its own is made."""
+        ips = {a.split("/")[0] for a in ep.addresses}
+        self.wait_deletions(lambda p: p.cni_name == spec.cni_name and p.addresses & ips,
+                            "an earlier endpoint with this address")
+        networks = [s.id for s in self.store.networks() if s.cni_name == spec.cni_name]
+        for old in self.store.endpoints_holding(networks, ips):
+            if old.id == ep.id:
+                continue
+            held = ", ".join(sorted(ips & {a.split("/")[0] for a in old.addresses}))
+            log.warning("endpoint %s: %s still held by endpoint %s (%s), which Docker is "
+                        "done with (its DeleteEndpoint was lost, or its DEL failed): "
+                        "releasing it", ep.id[:12], held, old.id[:12], old.state)
+            try:
+                self.release(old.id)
+            except Exception as e:
+                raise DriverError(
+                    f"address {held} on CNI network {spec.cni_name!r} is still held by "
+                    f"endpoint {old.id[:12]}, which Docker no longer knows, and releasing "
+                    f"it failed: {e}; run `pycni gc --min-age 0` to finish its teardown, "
+                    "then start the container again") from None
 
     def _attach(self, spec, ep, strategy, sandbox_key):
         conflist = self._endpoint_conflist(spec, ep, strategy.mode)

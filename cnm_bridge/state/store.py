@@ -253,6 +253,19 @@ class Store:
                                   " ORDER BY created, rowid", (network_id,)).fetchall()
         return [Endpoint.from_row(r) for r in rows]
 
+    def endpoints_holding(self, network_ids, ips):
+        """The endpoints of these networks that hold one of these addresses (bare IPs; a
+        row's are compared without their prefix length). Only the deciding columns are
+        read for the rest: Join asks this of networks with many containers."""
+        network_ids, ips = list(network_ids), set(ips)
+        with self._conn() as db:
+            rows = db.execute(f"SELECT id, addresses FROM endpoints WHERE network_id IN"
+                              f" ({','.join('?' * len(network_ids))}) ORDER BY created, rowid",
+                              network_ids).fetchall()
+        held = [r["id"] for r in rows
+                if ips & {a.split("/")[0] for a in json.loads(r["addresses"])}]
+        return [e for e in map(self.get_endpoint, held) if e is not None]
+
     def delete_endpoint(self, endpoint_id):
         with self._conn() as db:
             db.execute("DELETE FROM endpoints WHERE id=?", (endpoint_id,))

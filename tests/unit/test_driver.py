@@ -2,6 +2,7 @@
 endpoint's whole life, without root."""
 
 import json
+import logging
 
 import pytest
 
@@ -672,6 +673,97 @@ def test_deferred_delete_failure_keeps_the_record_for_reconciliation(deferred_si
     side.cni.behave("bridge")
     side.graph.reconciler.local()
     assert side.store.get_endpoint(eid) is None
+
+
+# -- one address, one interface -----------------------------------------------------------
+# A DeleteEndpoint that never came (pycni down past Docker's retries, or Docker forgot the
+# endpoint) leaves a row, its netns and its interface; Docker's IPAM then gives the address
+# out again. Join releases the old holder before its own ADD.
+
+def bridge_calls(side, command):
+    return [c for c in side.cni.calls(command, "bridge")]
+
+
+def test_join_releases_an_endpoint_still_holding_its_address(side, net, caplog):
+    old, _, _ = run(side.driver, net)  # its DeleteEndpoint never comes
+    with caplog.at_level(logging.WARNING, logger="cnm_bridge.network.attachment"):
+        new, _, joined = run(side.driver, net)  # the same address, 10.50.0.5
+    [dele] = bridge_calls(side, "DEL")
+    assert dele["env"]["CNI_CONTAINERID"] == old
+    assert dele["env"]["CNI_NETNS"] == side.host.netns_path(names.netns_name(old))
+    calls = side.cni.calls()
+    assert calls.index(dele) < calls.index(bridge_calls(side, "ADD")[1])
+    assert side.store.get_endpoint(old) is None
+    assert names.netns_name(old) not in side.host.netns
+    assert names.tmp_ifname(old) not in side.host.links
+    assert side.store.get_endpoint(new).state == "ready"
+    assert joined["InterfaceName"]["SrcName"] == names.tmp_ifname(new)
+    assert [c.container_id for c in side.runtime.cached_attachments()] == [new]
+    assert old[:12] in caplog.text and new[:12] in caplog.text and "10.50.0.5" in caplog.text
+
+
+def test_join_releases_a_direct_endpoint_still_holding_its_address(side, direct_net):
+    """Direct: the old interface sits in the old container's netns, kept by pycni's pin."""
+    side.host.add_sandbox(SANDBOX)
+    old, _, _ = run(side.driver, direct_net, sandbox_key=SANDBOX)
+    other = "/var/run/docker/netns/fedcba987654"
+    side.host.add_sandbox(other)
+    new, _, _ = run(side.driver, direct_net, sandbox_key=other)
+    [dele] = bridge_calls(side, "DEL")
+    assert dele["env"]["CNI_CONTAINERID"] == old
+    assert dele["env"]["CNI_NETNS"] == side.host.netns_path(names.netns_name(old))
+    assert names.netns_name(old) not in side.host.netns  # the pin is gone
+    assert side.store.get_endpoint(old) is None
+    ep = side.store.get_endpoint(new)
+    assert (ep.state, ep.mode, ep.sandbox_key) == ("ready", "direct", other)
+
+
+def test_join_refused_when_the_old_holder_cannot_be_released(side, net):
+    old, _, _ = run(side.driver, net)
+    side.cni.behave("bridge", DEL={"error": {"code": 999, "msg": "stuck"}})
+    req = create_endpoint(net)
+    side.driver.create_endpoint(req)
+    with pytest.raises(DriverError) as e:
+        side.driver.join(join(net, req.endpoint_id))
+    assert str(e.value).startswith("address 10.50.0.5 on CNI network")
+    assert f"still held by endpoint {old[:12]}," in str(e.value)
+    assert "stuck" in str(e.value) and "`pycni gc --min-age 0`" in str(e.value)
+    # Nothing of the new endpoint's made: no ADD, no netns, the row as CreateEndpoint left it.
+    assert len(bridge_calls(side, "ADD")) == 1
+    assert names.netns_name(req.endpoint_id) not in side.host.netns
+    ep = side.store.get_endpoint(req.endpoint_id)
+    assert (ep.state, ep.mode, ep.result) == ("created", "", None)
+    # The old one waits for gc; a Join before then is refused again, not let past it.
+    assert side.store.get_endpoint(old).state == "deleting"
+    with pytest.raises(DriverError, match=old[:12]):
+        side.driver.join(join(net, req.endpoint_id))
+    side.cni.behave("bridge")
+    side.graph.reconciler.local()  # what `pycni gc --min-age 0` runs first
+    assert side.store.get_endpoint(old) is None
+    side.driver.join(join(net, req.endpoint_id))
+    assert side.store.get_endpoint(req.endpoint_id).state == "ready"
+
+
+def test_join_releases_the_holder_on_another_network_of_the_same_list(side):
+    """Two Docker networks on one named conflist: one list, one pool, one address."""
+    first = named_network(side, "shared", version="1.0.0")
+    second = create_network(options={"cni.network": "shared"})
+    side.driver.create_network(second)
+    old, _, _ = run(side.driver, first.network_id)
+    new, _, _ = run(side.driver, second.network_id)
+    [dele] = bridge_calls(side, "DEL")
+    assert dele["env"]["CNI_CONTAINERID"] == old
+    assert side.store.get_endpoint(old) is None
+    assert side.store.get_endpoint(new).state == "ready"
+
+
+def test_join_leaves_the_same_address_on_another_list_alone(side, net):
+    old, _, _ = run(side.driver, net)
+    other = named_network(side, "elsewhere", version="1.0.0")
+    new, _, _ = run(side.driver, other.network_id)
+    assert bridge_calls(side, "DEL") == []
+    assert side.store.get_endpoint(old).state == "ready"
+    assert side.store.get_endpoint(new).state == "ready"
 
 
 def test_cached_attachment_without_network_record(side, net):

@@ -209,6 +209,20 @@ def test_endpoints_by_network_and_delete(store):
     store.delete_endpoint(EID)
 
 
+def test_endpoints_holding_an_address(store):
+    """Join's question: who on these networks holds one of these IPs (any prefix)."""
+    v4, v6, third = endpoint(EID, NID), endpoint(EID2, NID2), endpoint("c3" * 32, "0" * 64)
+    v4.addresses = ["10.50.0.5/24", "fd50::5/64"]
+    v6.addresses = ["fd50::5/64"]
+    third.addresses = ["10.50.0.5/24"]
+    for e in (v4, v6, third):
+        store.add_endpoint(e)
+    assert [e.id for e in store.endpoints_holding([NID, NID2], {"10.50.0.5"})] == [EID]
+    assert [e.id for e in store.endpoints_holding([NID, NID2], {"fd50::5"})] == [EID, EID2]
+    assert store.endpoints_holding([NID, NID2], {"10.50.0.50"}) == []
+    assert store.endpoints_holding([], {"10.50.0.5"}) == []
+
+
 def test_pool_round_trip(store):
     pool = Pool("pycni:abc", "10.60.0.0/16", range={"subnet": "10.60.0.0/16"})
     store.put_pool(pool)
