@@ -19,13 +19,15 @@ _IPTABLES_WRITES = {"-A", "-I", "-D", "-R", "-N", "-X", "-F", "-P", "-Z", "-E", 
                     "--flush", "--policy", "--zero", "--rename-chain"}
 
 
-@pytest.fixture(scope="package", autouse=True)
+@pytest.fixture(autouse=True)
 def _the_real_host_is_left_alone(tmp_path_factory):
     """The unit layer runs on a fake host: the calls that would change the real one (an
     iptables command that writes, a netns made or pinned, a netlink request) fail the
     test instead, as root or not. Checked at the calls, not by comparing the host before
     and after: something else on the host (another test run, dockerd) may change it
-    meanwhile. A test that puts a fake iptables first on PATH runs it."""
+    meanwhile. A test that puts a fake iptables first on PATH runs it. Per test: tests/unit
+    is no Python package, so a "package" fixture would outlive it into the root layers
+    when one pytest run holds them all."""
     from cnm_bridge.host import iptables, netns, rtnl
     base = str(tmp_path_factory.getbasetemp())
     touched = []
