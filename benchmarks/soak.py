@@ -40,8 +40,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, HERE)
 
 import support  # noqa: E402
-from dockerlib import (IMAGE, Dockerd, PycniServer, docker, docker_answers,  # noqa: E402
-                       make_busybox_image, settle)
+from dockerlib import (IMAGE, Dockerd, PycniServer, alive, docker,  # noqa: E402
+                       docker_answers, make_busybox_image, settle)
 
 LABEL = "pycni-soak"
 STATE_FILE = "/var/lib/pycni-soak/running.json"
@@ -276,14 +276,6 @@ def children(pid):
             except (OSError, IndexError, ValueError):
                 pass
     return sorted(out)
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_until(ok, timeout, step=0.2):

@@ -242,7 +242,8 @@ def _comm(pid):
         return None
 
 
-def _alive(pid):
+def alive(pid):
+    """Whether process pid runs (a zombie does not)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -254,12 +255,12 @@ def _dockerd_pid():
     try:
         with open("/var/run/docker.pid") as f:
             pid = int(f.read().strip())
-        if _comm(pid) == "dockerd" and _alive(pid):
+        if _comm(pid) == "dockerd" and alive(pid):
             return pid
     except (OSError, ValueError):
         pass
     pids = [int(p) for p in os.listdir("/proc")
-            if p.isdigit() and _comm(p) == "dockerd" and _alive(p)]
+            if p.isdigit() and _comm(p) == "dockerd" and alive(p)]
     assert len(pids) == 1, f"expected one dockerd process, found {pids}"
     return pids[0]
 
@@ -326,7 +327,7 @@ class Dockerd:
         pid = _dockerd_pid()
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid):
+        while alive(pid):
             assert time.monotonic() < deadline, f"dockerd did not exit {timeout} s after SIGTERM"
             time.sleep(0.2)
 
