@@ -73,8 +73,7 @@ for cell in $CELLS; do
     echo "=== cell $cell: Docker $version, CNI plugins $plugins ==="
     # shellcheck disable=SC2086 # lists of paths
     case "$cell" in
-        20) run_pytest tests/unit tests/integration $E2E_OLD tests/e2e/test_recovery.py \
-                tests/e2e/test_operators.py tests/e2e/test_docker_hardening.py \
+        20) run_pytest tests/unit tests/integration $E2E_28 tests/e2e/test_docker_hardening.py \
                 tests/e2e/test_docker_semantics.py "$@" ;;
         26) run_pytest $E2E_26 "$@" ;;
         28) run_pytest $E2E_28 "$@" ;;
