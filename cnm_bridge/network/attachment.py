@@ -115,14 +115,14 @@ class Attachments:
         is released as gc would, else its interface stays up beside the new one, with
         the same address and MAC. If that fails, the Join is refused before anything of
         its own is made."""
-        ips = {a.split("/")[0] for a in ep.addresses}
+        ips = ep.ips
         self.wait_deletions(lambda p: p.cni_name == spec.cni_name and p.addresses & ips,
                             "an earlier endpoint with this address")
         networks = [s.id for s in self.store.networks() if s.cni_name == spec.cni_name]
         for old in self.store.endpoints_holding(networks, ips):
             if old.id == ep.id:
                 continue
-            held = ", ".join(sorted(ips & {a.split("/")[0] for a in old.addresses}))
+            held = ", ".join(sorted(ips & old.ips))
             log.warning("endpoint %s: %s still held by endpoint %s (%s), which Docker is "
                         "done with (its DeleteEndpoint was lost, or its DEL failed): "
                         "releasing it", ep.id[:12], held, old.id[:12], old.state)
@@ -263,7 +263,7 @@ class Attachments:
             return  # a teardown (gc, DeleteNetwork) got there first
         spec = self.store.get_network(ep.network_id)
         self.deleter.submit(Pending(ep.id, ep.network_id, spec.cni_name if spec else "",
-                                    frozenset(a.split("/")[0] for a in ep.addresses),
+                                    ep.ips,
                                     bool(ep.ports)))
 
     def wait_deletions(self, predicate, what):

@@ -127,6 +127,11 @@ class Endpoint:
     # Kept by the store itself, not written from the value.
     STORE_KEPT = ("created_unix", "changed_unix")
 
+    @property
+    def ips(self):
+        """The bare addresses (no prefix length): what two endpoints can both hold."""
+        return frozenset(a.split("/")[0] for a in self.addresses)
+
     @classmethod
     def columns(cls):
         """The columns the value writes, in the dataclass's order."""
