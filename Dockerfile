@@ -49,6 +49,6 @@ RUN set -eux; \
         ln -sf pycni-iptables "/usr/local/sbin/$n"; \
     done; \
     for v in nft legacy; do test -x "/usr/sbin/iptables-$v-save" && test -x "/usr/sbin/ip6tables-$v-restore"; done; \
-    mkdir -p /run/docker/plugins /run/netns /host/etc /host/opt /host/var/lib
+    mkdir -p /run/docker/plugins /run/netns /host/run/docker /etc/cni/net.d /opt/cni/bin /var/lib/pycni /var/lib/cni
 
 ENTRYPOINT ["/usr/local/bin/pycni-plugin-entrypoint"]

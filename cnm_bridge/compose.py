@@ -34,7 +34,7 @@ def build(settings, host=None, defer_delete=None):
                   busy_timeout=min(30.0, settings.call_deadline / 2 or 30.0))
     runtime = CNIRuntime(settings.bin_dirs, settings.cni_cache_dir,
                          timeout=settings.plugin_timeout)
-    host = host or Host()
+    host = host or Host(sandbox_root=settings.sandbox_root)
     defer = settings.defer_delete if defer_delete is None else defer_delete
     attachments = Attachments(store, runtime, host, defer_delete=defer)
     driver = Driver(settings, store, runtime, host, attachments)

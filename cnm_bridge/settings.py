@@ -29,6 +29,9 @@ class Settings:
     # "local": each host's dockerd allocates addresses (swarm: --config-only networks per
     # host, --config-from on a manager); "global": the swarm manager does, cluster-wide.
     scope: str = "local"
+    # Where the host's /run is seen (the managed plugin: /host); "" in the host's own
+    # mount namespace.
+    sandbox_root: str = ""
 
     @property
     def db_path(self):
@@ -68,7 +71,15 @@ def from_sources(socket=None, conf_dir=None, bin_dirs=None, state_dir=None,
         defer_delete=bool_word(env.get("PYCNI_DEFER_DELETE") or "1") is not False,
         call_deadline=float(env.get("PYCNI_CALL_DEADLINE") or DEFAULT_CALL_DEADLINE),
         scope=scope_setting(env.get("PYCNI_SCOPE") or "local"),
+        sandbox_root=sandbox_root_setting(env.get("PYCNI_SANDBOX_ROOT") or ""),
     )
+
+
+def sandbox_root_setting(value):
+    value = value.strip()
+    if value and not value.startswith("/"):
+        raise ValueError(f"PYCNI_SANDBOX_ROOT={value!r} must be an absolute path (or empty)")
+    return value
 
 
 SCOPES = ("local", "global")

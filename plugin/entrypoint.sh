@@ -11,9 +11,11 @@
 SOCKET=/run/docker/plugins/pycni.sock      # config.json: interface.socket = pycni.sock
 NETNS_DIR=/run/netns                       # cnm_bridge.host.netns.NETNS_DIR
 PROC_SYS_NET=/proc/sys/net
-HOST_BIN_DIR=/host/opt/cni/bin             # config.json mount "host-opt"
-HOST_VAR_LIB=/host/var/lib                 # config.json mount "host-var-lib"
-CNI_DATA_DIR=/var/lib/cni                  # host-local's default dataDir
+HOST_BIN_DIR=/opt/cni/bin                  # config.json mount "cni-bin"
+STATE_DIR_DEFAULT=/var/lib/pycni           # config.json mount "state"
+CNI_DATA_DIR=/var/lib/cni                  # config.json mount "cni-data": host-local's default dataDir
+XTABLES_LOCK=/run/xtables.lock             # config.json mount "xtables-lock"
+MOUNTINFO=/proc/self/mountinfo
 BUNDLED_BIN_DIR=/usr/lib/cni               # Debian's containernetworking-plugins
 IPTABLES_WRAPPER=/usr/local/sbin/pycni-iptables
 PYCNI_IPTABLES_STATE=${PYCNI_IPTABLES_STATE:-/run/pycni/iptables-backend}
@@ -89,7 +91,41 @@ setup_iptables() {
             log "iptables backend: $mode (rules: $counts)" ;;
     esac
     if [ "$mode" = legacy ]; then
-        log "WARNING: legacy iptables: this plugin's /run/xtables.lock is not the host's, so its iptables calls are not serialized with dockerd's"
+        check_xtables_lock
+    fi
+}
+
+# On a legacy-iptables host the plugin's iptables calls must wait for dockerd's: they
+# share the host's lock file only if mount "xtables-lock" has it as its source (its
+# default, /dev/null, exists on every host; nftables needs no lock).
+check_xtables_lock() {
+    if [ -c "$XTABLES_LOCK" ]; then
+        log "WARNING: legacy iptables, but $XTABLES_LOCK is not the host's lock, so this plugin's iptables calls are not serialized with dockerd's. On the host: touch /run/xtables.lock; docker plugin disable NAME; docker plugin set NAME xtables-lock.source=/run/xtables.lock; docker plugin enable NAME"
+    else
+        log "legacy iptables: $XTABLES_LOCK is the host's lock (mount xtables-lock)"
+    fi
+}
+
+# Direct mode (CNI in the container's own netns at Join) needs the netns dockerd mounts
+# at the SandboxKey after this plugin started. They appear here only if mount
+# "docker-run" receives the host's mounts: a slave of a shared host mount (systemd's /run
+# is shared). Otherwise pycni hands over, which works everywhere.
+check_sandbox_propagation() {
+    root=${PYCNI_SANDBOX_ROOT:-}
+    if [ -z "$root" ]; then
+        log "PYCNI_SANDBOX_ROOT is empty: handoff only (no container netns seen at Join)"
+        return
+    fi
+    if ! [ -d "$root/run/docker" ]; then
+        log "WARNING: $root/run/docker is not there (mount docker-run): handoff only"
+        return
+    fi
+    # mountinfo's optional fields: "master:N" once the host side propagates to us.
+    if awk -v m="$root/run/docker" '$5 == m { for (i = 7; $i != "-"; i++) if ($i ~ /^master:/) found = 1 }
+            END { exit found ? 0 : 1 }' "$MOUNTINFO"; then
+        log "$root/run/docker receives the host's mounts: direct mode available (the container's netns at Join, Docker 28+)"
+    else
+        log "$root/run/docker does not receive the host's mounts (the host's /run/docker is not in a shared mount; systemd hosts have /run shared): networks with -o cni.attach=direct hand over instead"
     fi
 }
 
@@ -109,24 +145,18 @@ setup_bin_dirs() {
     export PYCNI_BIN_DIR
 }
 
-# pycni's state and host-local's default data dir live on the host's /var/lib, which is
-# mounted whole (it always exists: runc refuses a missing mount source, and a plain
-# host has neither /var/lib/pycni nor /var/lib/cni). Made here when missing.
+# pycni's state dir and host-local's default data dir are mounts of the host's own dirs
+# (mounts "state" and "cni-data"); what is not mounted would die with the plugin.
 setup_host_dirs() {
-    state=${PYCNI_STATE_DIR:-$HOST_VAR_LIB/pycni}
-    if [ -d "$HOST_VAR_LIB" ]; then
-        mkdir -p "$HOST_VAR_LIB/cni"
-        if [ ! -L "$CNI_DATA_DIR" ]; then
-            rm -rf "$CNI_DATA_DIR"
-            ln -s "$HOST_VAR_LIB/cni" "$CNI_DATA_DIR"
+    state=${PYCNI_STATE_DIR:-$STATE_DIR_DEFAULT}
+    for d in "$state" "$CNI_DATA_DIR"; do
+        if ! mountpoint -q "$d" 2>/dev/null && ! mountpoint -q "$(dirname "$d")" 2>/dev/null; then
+            log "WARNING: $d is not a mount of a host dir: what pycni keeps there is lost when the plugin is removed"
         fi
-        log "$CNI_DATA_DIR: the host's $HOST_VAR_LIB/cni (host-local's default dataDir)"
-    else
-        log "WARNING: $HOST_VAR_LIB is not mounted: state and host-local data stay in the plugin"
-    fi
+    done
     mkdir -p "$state"
     chmod 0700 "$state"
-    conf=${PYCNI_CONF_DIR:-/host/etc/cni/net.d}
+    conf=${PYCNI_CONF_DIR:-/etc/cni/net.d}
     if [ -d "$conf" ]; then
         log "conf dir $conf: $(find "$conf" -maxdepth 1 -type f 2>/dev/null | wc -l) files"
     else
@@ -142,9 +172,10 @@ main() {
     setup_proc_sys_net
     setup_iptables
     setup_bin_dirs
+    check_sandbox_propagation
     unset PYCNI_SOCKET  # the socket must be the one config.json names
-    log "exec pycni serve: socket $SOCKET, conf dir ${PYCNI_CONF_DIR:-/host/etc/cni/net.d}," \
-        "plugin dirs $PYCNI_BIN_DIR, state dir ${PYCNI_STATE_DIR:-$HOST_VAR_LIB/pycni}," \
+    log "exec pycni serve: socket $SOCKET, conf dir ${PYCNI_CONF_DIR:-/etc/cni/net.d}," \
+        "plugin dirs $PYCNI_BIN_DIR, state dir ${PYCNI_STATE_DIR:-$STATE_DIR_DEFAULT}," \
         "plugin timeout ${PYCNI_PLUGIN_TIMEOUT:-60}s, log level ${PYCNI_LOG_LEVEL:-info}"
     # The reconciler's docker SDK: dockerd's socket as mounted (config.json "docker-socket").
     export DOCKER_HOST="${DOCKER_HOST:-unix:///run/docker.sock}"

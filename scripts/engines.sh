@@ -26,6 +26,8 @@ ENGINE29_TARBALL=$SHARED/engines/docker-29.7.2-debian12-amd64.tar.xz
 LOG_DIR=/var/log
 # shellcheck source=scripts/lib/debfetch.sh
 . scripts/lib/debfetch.sh
+# shellcheck source=scripts/lib/sharedrun.sh
+. scripts/lib/sharedrun.sh
 RUN_DIR=/run/pycni-engines
 
 prefix_of() {
@@ -197,6 +199,7 @@ start_engine() {
         return 0
     fi
     stop_dockerd
+    share_docker_run
     if [ "$engine" = 20 ]; then
         ./scripts/start-dockerd.sh
         mkdir -p "$RUN_DIR" && echo 20 >"$RUN_DIR/current"

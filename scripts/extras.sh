@@ -7,7 +7,10 @@
 #   scripts/extras.sh compose     sid's docker-compose (v2) as the docker CLI plugin
 #                                 /usr/local/lib/docker/cli-plugins/docker-compose
 #   scripts/extras.sh podman      Debian 12's podman (its CNI backend), installed with apt
-#   scripts/extras.sh path cni-1.9   prints the plugin dir
+#   scripts/extras.sh registry    Debian 12's docker-registry (distribution 2.8) in
+#                                 $PREFIX/registry/usr/bin: unpacked, not installed, so no
+#                                 service starts; tests run their own on a free port
+#   scripts/extras.sh path cni-1.9|registry   prints the plugin dir, or the registry binary
 #   scripts/extras.sh all
 #
 # PYCNI_ENGINES_DIR moves the prefix (default /opt/pycni-engines, shared with engines.sh).
@@ -19,6 +22,7 @@ cd "$(dirname "$0")/.."
 PREFIX=${PYCNI_ENGINES_DIR:-/opt/pycni-engines}
 CNI19=$PREFIX/cni-1.9
 COMPOSE=/usr/local/lib/docker/cli-plugins/docker-compose
+REGISTRY=$PREFIX/registry
 
 install_cni19() {
     [ -x "$CNI19/usr/lib/cni/bridge" ] && return 0
@@ -40,6 +44,15 @@ install_compose() {
     echo "extras: $("$COMPOSE" version)" >&2
 }
 
+install_registry() {
+    [ -x "$REGISTRY/usr/bin/docker-registry" ] && return 0
+    rm -rf "$REGISTRY.new"
+    fetch_debs bookworm "$REGISTRY.new" docker-registry
+    rm -rf "$REGISTRY"
+    mv "$REGISTRY.new" "$REGISTRY"
+    echo "extras: $(cat "$REGISTRY/.debs") in $REGISTRY" >&2
+}
+
 install_podman() {
     command -v podman >/dev/null && return 0
     echo "extras: installing podman" >&2
@@ -53,11 +66,13 @@ case "${1:-}" in
     cni-1.9) install_cni19 ;;
     compose) install_compose ;;
     podman) install_podman ;;
-    all) install_cni19; install_compose; install_podman ;;
+    registry) install_registry ;;
+    all) install_cni19; install_compose; install_podman; install_registry ;;
     path)
         case "${2:-}" in
             cni-1.9) echo "$CNI19/usr/lib/cni" ;;
-            *) echo "extras: path of what? (cni-1.9)" >&2; exit 2 ;;
+            registry) echo "$REGISTRY/usr/bin/docker-registry" ;;
+            *) echo "extras: path of what? (cni-1.9, registry)" >&2; exit 2 ;;
         esac ;;
-    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac

@@ -18,6 +18,9 @@ else
             rm -f "$pidfile"
         fi
     done
+    # shellcheck source=scripts/lib/sharedrun.sh
+    . "$(dirname "$0")/lib/sharedrun.sh"
+    share_docker_run
     nohup dockerd >>/var/log/dockerd.log 2>&1 &
 fi
 # Minutes, not seconds: a daemon whose last run was killed with many containers

@@ -25,6 +25,12 @@ DEFAULT_PORT_RANGE = (32768, 60999)  # the kernel's default
 
 
 class Host:
+    def __init__(self, sandbox_root=""):
+        """sandbox_root: where this process sees the host's /run (the managed plugin's
+        mount "docker-run" puts dockerd's /run/docker under /host): Docker's SandboxKey
+        names a path in dockerd's mount namespace, not in the plugin's."""
+        self.sandbox_root = sandbox_root
+
     # -- network namespaces ---------------------------------------------------------
 
     def create_netns(self, name):
@@ -37,7 +43,7 @@ class Host:
     def pin_netns(self, name, source):
         """Pin the netns at `source` (a container's) under `name`; returns the pin's path."""
         try:
-            return netns.pin(name, source).path
+            return netns.pin(name, netns.seen_from(source, self.sandbox_root)).path
         except (netns.NetnsError, OSError) as e:
             raise HostError(f"cannot pin the container's netns {source}: {e}") from None
 
@@ -51,7 +57,8 @@ class Host:
         return netns.NetNS(name).exists()
 
     def is_netns(self, path):
-        return netns.is_netns(path)
+        """Whether Docker's SandboxKey `path` is a mounted netns, as this process sees it."""
+        return netns.is_netns(netns.seen_from(path, self.sandbox_root))
 
     # -- links ------------------------------------------------------------------------
 

@@ -184,6 +184,17 @@ class _Statfs(ctypes.Structure):
     _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
 
 
+def seen_from(path, root):
+    """Docker's host path (a SandboxKey: /var/run/docker/netns/X) as a process that sees the
+    host's /run under `root` finds it ("" or "/": the same path). /var/run is /run's
+    symlink on the host, which the mount under `root` does not carry."""
+    if not root or root == "/":
+        return path
+    if path.startswith("/var/run/"):
+        path = path[len("/var"):]
+    return root.rstrip("/") + path
+
+
 def is_netns(path):
     """True if path is a mounted netns (nsfs): a SandboxKey Docker has already bound."""
     buf = _Statfs()

@@ -346,7 +346,7 @@ def dirs(side):
 
 def test_cli_status_inspect_check_ports_gc(side, capsys, no_dockerd, monkeypatch):
     # `pycni gc` builds its graph with the real host; here it gets the fake one.
-    monkeypatch.setattr("cnm_bridge.compose.Host", lambda: side.host)
+    monkeypatch.setattr("cnm_bridge.compose.Host", lambda **kw: side.host)
     req = create_network()
     side.driver.create_network(req)
     run(side.driver, req.network_id)

@@ -82,14 +82,30 @@ def test_config_mounts(config):
         assert {"bind", "rbind"} & set(m["options"]), m
         assert os.path.isabs(m["source"]) and os.path.isabs(m["destination"])
         assert m["settable"] == ["source"]  # the only settable mount field (plugin/v2/settable.go)
-    # runc refuses a missing mount source: every default source exists on any Debian host
-    # (dockerd's socket, whenever dockerd runs), so `docker plugin enable` needs no mkdir.
-    dir_sources = [m["source"] for m in config["mounts"] if m["name"] != "docker-socket"]
-    assert sorted(dir_sources) == ["/etc", "/opt", "/var/lib"]
-    # Not recursive: Docker's overlay mounts under /var/lib/docker must not be held.
+    # Least privilege: the dirs pycni uses, not their parents (no /etc, no /var/lib).
+    by_name = {m["name"]: m for m in config["mounts"]}
+    assert {n: (m["source"], m["destination"], "ro" in m["options"]) for n, m in by_name.items()
+            if n in ("cni-conf", "cni-bin", "state", "cni-data")} == {
+        "cni-conf": ("/etc/cni/net.d", "/etc/cni/net.d", True),
+        "cni-bin": ("/opt/cni/bin", "/opt/cni/bin", True),
+        "state": ("/var/lib/pycni", "/var/lib/pycni", False),
+        "cni-data": ("/var/lib/cni", "/var/lib/cni", False)}
     for m in config["mounts"]:
-        if m["source"] != "/var/run/docker.sock":
-            assert "rbind" not in m["options"], m
+        assert m["source"] not in ("/", "/etc", "/var/lib", "/opt", "/run", "/var/run"), m
+    # Docker's netns: read-only, and a slave, so that the netns dockerd mounts later show.
+    run = by_name["docker-run"]
+    assert run["source"] == "/run/docker" and {"rbind", "ro", "rslave"} <= set(run["options"])
+    # Not under /run/docker: Docker mounts the plugin's own exec root there, after these.
+    assert not run["destination"].startswith("/run/docker")
+    # Optional shares default to a source every host has.
+    assert by_name["xtables-lock"]["source"] == "/dev/null"
+    assert by_name["xtables-lock"]["destination"] == "/run/xtables.lock"
+
+
+def test_sandbox_root_matches_the_docker_run_mount(config):
+    env = {e["name"]: e["value"] for e in config["env"]}
+    run = {m["name"]: m for m in config["mounts"]}["docker-run"]
+    assert env["PYCNI_SANDBOX_ROOT"] + "/run/docker" == run["destination"]
 
 
 def test_config_env_is_what_pycni_reads(config):
@@ -102,7 +118,7 @@ def test_config_env_is_what_pycni_reads(config):
     env = {e["name"]: e["value"] for e in config["env"]}
     mounts = {m["destination"] for m in config["mounts"]}
     for key in ("PYCNI_CONF_DIR", "PYCNI_STATE_DIR"):
-        assert any(env[key].startswith(m + "/") for m in mounts), key
+        assert any(env[key] == m or env[key].startswith(m + "/") for m in mounts), key
 
 
 @pytest.mark.parametrize("script", [ENTRYPOINT, WRAPPER])
@@ -206,18 +222,40 @@ def test_entrypoint_bin_dirs(tmp_path):
     assert out.stdout.strip() == f"/a:{host}:/b"
 
 
-def test_entrypoint_makes_the_host_dirs(tmp_path):
-    host = tmp_path / "var-lib"
-    host.mkdir()
-    data = tmp_path / "plugin-var-lib-cni"
-    data.mkdir()
-    env = {"PATH": "/usr/bin:/bin"}
-    out = entrypoint_lib(env, f"HOST_VAR_LIB={host}; CNI_DATA_DIR={data}; "
+def test_entrypoint_makes_the_state_dir_and_warns_when_unmounted(tmp_path):
+    state = tmp_path / "state"
+    env = {"PATH": "/usr/bin:/bin", "PYCNI_STATE_DIR": str(state)}
+    out = entrypoint_lib(env, f"CNI_DATA_DIR={tmp_path / 'data'}; "
                               f"PYCNI_CONF_DIR={tmp_path / 'none'}; setup_host_dirs")
-    assert (host / "pycni").is_dir() and (host / "cni").is_dir()
-    assert os.readlink(data) == str(host / "cni")
-    assert stat.S_IMODE(os.stat(host / "pycni").st_mode) == 0o700
+    assert state.is_dir() and stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    assert f"WARNING: {state} is not a mount of a host dir" in out.stderr
     assert "absent (only zero-config networks" in out.stderr
+
+
+def test_entrypoint_names_the_xtables_lock_command_on_legacy_hosts(tmp_path):
+    env = {"PATH": "/usr/bin:/bin"}
+    out = entrypoint_lib(env, "XTABLES_LOCK=/dev/null; check_xtables_lock")
+    assert "docker plugin set NAME xtables-lock.source=/run/xtables.lock" in out.stderr
+    lock = tmp_path / "xtables.lock"
+    lock.touch()
+    out = entrypoint_lib(env, f"XTABLES_LOCK={lock}; check_xtables_lock")
+    assert "is the host's lock" in out.stderr
+
+
+def test_entrypoint_tells_whether_direct_mode_can_see_the_netns(tmp_path):
+    root = tmp_path / "host"
+    (root / "run" / "docker").mkdir(parents=True)
+    mountinfo = tmp_path / "mountinfo"
+    line = "52 40 0:25 /docker {}/run/docker ro,relatime {} - tmpfs tmpfs rw\n"
+    env = {"PATH": "/usr/bin:/bin", "PYCNI_SANDBOX_ROOT": str(root)}
+    mountinfo.write_text(line.format(root, "master:7"))
+    out = entrypoint_lib(env, f"MOUNTINFO={mountinfo}; check_sandbox_propagation")
+    assert "direct mode available" in out.stderr
+    mountinfo.write_text(line.format(root, ""))
+    out = entrypoint_lib(env, f"MOUNTINFO={mountinfo}; check_sandbox_propagation")
+    assert "does not receive the host's mounts" in out.stderr
+    out = entrypoint_lib({**env, "PYCNI_SANDBOX_ROOT": ""}, "check_sandbox_propagation")
+    assert "handoff only" in out.stderr
 
 
 def test_entrypoint_names_values_where_pycni_keeps_them():
