@@ -6,18 +6,26 @@ the worker only (no preload): the master stays small, and the worker accepts
 its first connection after reconciliation, so a call Docker makes early waits
 in the socket's backlog rather than meeting half-made state. umask 077 makes
 the socket root-only.
+
+Memory (docs/performance.md): `ssl` is a stand-in (sslstub) in both processes, and the
+master freezes its objects before the fork, so that the worker's garbage collections
+leave the pages they share alone.
 """
 
+import gc
 import logging
 import os
 import subprocess
 import sys
 
-from gunicorn import sock
-from gunicorn.app.base import BaseApplication
-from gunicorn.arbiter import Arbiter
+from . import sslstub
 
-from ..state import serverlock
+sslstub.install()  # before gunicorn, which imports ssl
+from gunicorn import sock  # noqa: E402
+from gunicorn.app.base import BaseApplication  # noqa: E402
+from gunicorn.arbiter import Arbiter  # noqa: E402
+
+from ..state import serverlock  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,8 @@ class _Server(BaseApplication):
         for key, value in self.options.items():
             if key in self.cfg.settings:  # newer gunicorns add settings (control_socket_*)
                 self.cfg.set(key, value)
+        if self.cfg.is_ssl:  # sslstub's stand-ins hold only without TLS
+            raise SystemExit("pycni: the server speaks plain HTTP on a unix socket, not TLS")
 
     def load(self):
         return self.factory()
@@ -73,6 +83,13 @@ def _worker_started(settings):
         if settings.reconcile_interval > 0:
             background(settings.reconcile_interval, gc_argv(settings))
     return hook
+
+
+def _before_fork(server, worker):
+    # A collection in the worker writes into the header of every object it looks at,
+    # copying the master's pages one by one: frozen objects are never looked at.
+    # (Python's gc docs: freeze right before fork.)
+    gc.freeze()
 
 
 def _request_done(worker, req, environ, resp):
@@ -144,6 +161,7 @@ def _options(settings, threads):
         "errorlog": "-",
         "accesslog": None,
         "proc_name": "pycni",
+        "pre_fork": _before_fork,
         "post_worker_init": _worker_started(settings),
         "post_request": _request_done,
         "worker_exit": lambda server, worker: _drain_deleter(worker),
