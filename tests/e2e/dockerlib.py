@@ -69,8 +69,11 @@ def make_busybox_image():
 class PycniServer:
     """`pycni serve` on /run/docker/plugins/<name>.sock with private dirs."""
 
-    def __init__(self, extra_args=(), name=None, root=None):
-        """name and root: those of an earlier server, to serve its networks again."""
+    def __init__(self, extra_args=(), name=None, root=None, bin_dirs=None):
+        """name and root: those of an earlier server, to serve its networks again.
+        bin_dirs: the CNI plugin dirs it runs (default support.CNI_BIN_DIRS, which the
+        environment fixed at import; the benchmark picks a plugin set per cell)."""
+        self.bin_dirs = list(bin_dirs) if bin_dirs else None
         self.name = name or "pycnit" + secrets.token_hex(4)
         self.root = root or tempfile.mkdtemp(prefix="pycni-e2e-")
         self.conf_dir = os.path.join(self.root, "net.d")
@@ -84,7 +87,7 @@ class PycniServer:
     def start(self):
         cmd = [sys.executable, "-m", "cnm_bridge.cli", "serve", "--socket", self.socket,
                "--conf-dir", self.conf_dir, "--state-dir", self.state_dir,
-               "--bin-dir", ":".join(support.CNI_BIN_DIRS), *self.extra_args]
+               "--bin-dir", ":".join(self.bin_dirs or support.CNI_BIN_DIRS), *self.extra_args]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
