@@ -4,7 +4,7 @@
 #   make base-image                    pycni-base:local: debootstrap'ed Debian, no registry needed
 #   make bundle BASE=pycni-base:local  build the plugin's bundle (config.json + rootfs/) only
 #   make plugin BASE=pycni-base:local  the bundle, then `docker plugin create` $(PLUGIN)
-#   make plugin-enable                 enable it (its mount sources exist on any host)
+#   make plugin-enable                 make the host dirs it mounts, then enable it
 #   make plugin-disable | plugin-clean | base-clean | clean
 #
 # Only wheels and base-rootfs run without dockerd; nothing here runs docker at parse
@@ -86,7 +86,11 @@ plugin-create:
 	$(DOCKER) plugin create $(PLUGIN) $(BUNDLE)
 	@echo "plugin: $(PLUGIN) created (disabled), rootfs $$(du -sh --one-file-system $(BUNDLE)/rootfs | cut -f1)"
 
+# The host dirs the plugin mounts (runc refuses a missing mount source), then enable.
+HOST_DIRS ?= /etc/cni/net.d /opt/cni/bin /var/lib/pycni /var/lib/cni
+
 plugin-enable:
+	mkdir -p $(HOST_DIRS)
 	$(DOCKER) plugin enable $(PLUGIN)
 
 plugin-disable:

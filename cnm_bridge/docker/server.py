@@ -7,9 +7,8 @@ its first connection after reconciliation, so a call Docker makes early waits
 in the socket's backlog rather than meeting half-made state. umask 077 makes
 the socket root-only.
 
-Memory (docs/performance.md): `ssl` is a stand-in (sslstub) in both processes, and the
-master freezes its objects before the fork, so that the worker's garbage collections
-leave the pages they share alone.
+Memory (docs/performance.md): the master freezes its objects before the fork, so that
+the worker's garbage collections leave the pages they share alone.
 """
 
 import gc
@@ -18,14 +17,11 @@ import os
 import subprocess
 import sys
 
-from . import sslstub
+from gunicorn import sock
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
-sslstub.install()  # before gunicorn, which imports ssl
-from gunicorn import sock  # noqa: E402
-from gunicorn.app.base import BaseApplication  # noqa: E402
-from gunicorn.arbiter import Arbiter  # noqa: E402
-
-from ..state import serverlock  # noqa: E402
+from ..state import serverlock
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +61,6 @@ class _Server(BaseApplication):
         for key, value in self.options.items():
             if key in self.cfg.settings:  # newer gunicorns add settings (control_socket_*)
                 self.cfg.set(key, value)
-        if self.cfg.is_ssl:  # sslstub's stand-ins hold only without TLS
-            raise SystemExit("pycni: the server speaks plain HTTP on a unix socket, not TLS")
 
     def load(self):
         return self.factory()

@@ -1,5 +1,6 @@
 """End-to-end fixtures: a real dockerd, the docker CLI, a pycni server on a unique socket."""
 
+import os
 import subprocess
 
 import pytest
@@ -39,7 +40,13 @@ def busybox_image(needs_docker_session):
 
 @pytest.fixture(scope="session")
 def pycni(busybox_image):
-    server = PycniServer()
+    """The driver under test: `pycni serve` (legacy plugin), or with
+    PYCNI_TEST_DRIVER=managed the managed plugin built from this checkout."""
+    if os.environ.get("PYCNI_TEST_DRIVER") == "managed":
+        from pluginlib import ManagedPycni
+        server = ManagedPycni()
+    else:
+        server = PycniServer()
     server.start()
     yield server
     # Anything a failed test left on this driver's networks.

@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import tempfile
 import time
-import urllib.request
 
 from dockerlib import ROOT, bundle_is_fresh, docker, make
 
@@ -42,24 +41,28 @@ class Registry:
         self.host = f"{addr}:{free_port()}"
         self.proc = None
 
-    def start(self):
+    def start(self, netns=None):
+        """netns: run it in that network namespace (a swarm test host's), by its name."""
         config = os.path.join(self.dir, "config.yml")
         with open(config, "w") as f:
             f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
                     f"    rootdirectory: {self.dir}/data\n  delete:\n    enabled: true\n"
                     f"http:\n  addr: {self.host}\n")
         self.log = open(os.path.join(self.dir, "registry.log"), "w")
-        self.proc = subprocess.Popen([registry_binary(), "serve", config],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        cmd = [registry_binary(), "serve", config]
+        if netns:  # `ip netns exec` execs it: the pid is the registry's
+            cmd = ["ip", "netns", "exec", netns, *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
-            try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).read()
+            probe = ["curl", "-sf", "-o", "/dev/null", f"http://{self.host}/v2/"]
+            if netns:
+                probe = ["ip", "netns", "exec", netns, *probe]
+            if subprocess.run(probe, capture_output=True, timeout=10).returncode == 0:
                 return self
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"registry did not start: {self.logs()}")
-                time.sleep(0.1)
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"registry did not start: {self.logs()}")
+            time.sleep(0.1)
 
     def logs(self):
         with open(os.path.join(self.dir, "registry.log")) as f:
@@ -86,7 +89,7 @@ def build_bundle():
     return BUNDLE
 
 
-def push_build(registry, tag, build_id):
+def push_build(registry, tag, build_id, docker=docker):
     """`docker plugin create` + `push` of the bundle as REGISTRY/pycni:TAG, then the local
     copy removed, as a build machine does. build_id makes each tag's rootfs differ (a
     registry keeps one copy of identical layers; an upgrade is a new build)."""
@@ -167,3 +170,44 @@ def plugin_mounts(pid):
     """(mount point, root within its filesystem) of every mount the plugin's process sees."""
     with open(f"/proc/{pid}/mountinfo") as f:
         return [(ln.split()[4], ln.split()[3]) for ln in f]
+
+
+class ManagedPycni:
+    """The managed plugin standing in for the e2e layer's `pycni serve` (the `pycni`
+    fixture with PYCNI_TEST_DRIVER=managed): created from the bundle under a unique name,
+    its mounts on this object's own dirs, so the same tests run through it."""
+
+    def __init__(self):
+        self.host_dirs = HostDirs()
+        self.root = self.host_dirs.root
+        self.conf_dir = self.host_dirs.sources["cni-conf"]
+        self.state_dir = self.host_dirs.state_dir
+        self.plugin = "pycnim" + secrets.token_hex(4)
+        self.name = f"{self.plugin}:latest"  # the driver name: tag included
+
+    def start(self):
+        build_bundle()
+        docker("plugin", "create", self.plugin, BUNDLE, timeout=600)
+        docker("plugin", "set", self.plugin, *self.host_dirs.settings(), "PYCNI_LOG_LEVEL=debug")
+        out = docker("plugin", "enable", self.plugin, check=False, timeout=180)
+        assert out.returncode == 0, f"docker plugin enable: {out.stderr}"
+        return self
+
+    def write_conf(self, filename, content):
+        path = os.path.join(self.conf_dir, filename)
+        with open(path, "w") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content))
+        return path
+
+    def logs(self):
+        return f"(the managed plugin's log is dockerd's, lines with plugin={self.plugin})"
+
+    def stop(self):
+        import support
+        try:
+            support.settle_db(os.path.join(self.state_dir, "pycni.db"), 60)
+        finally:
+            remove_plugin(self.name)
+
+    def cleanup(self):
+        self.host_dirs.cleanup()

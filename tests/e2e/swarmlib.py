@@ -5,7 +5,9 @@ Each host has its own netns (`ip netns add`), its own /run (so its own
 /run/docker/plugins and docker.sock), data root, exec root, cgroup parent and the
 dirs the managed plugin mounts; a veth `lan0` into the shared bridge carries its
 address. The managed pycni plugin is created on each from one bundle, the busybox
-image is copied with `docker save | docker load`. Only processes started here are
+image is copied with `docker save | docker load`. The managed plugin comes as a cluster
+gets it: built once, pushed to a registry on host 1's LAN address, and installed from
+there on every host (`docker plugin install --alias`). Only processes started here are
 stopped, by pid; everything is removed at the end, also when a test failed.
 """
 
@@ -39,7 +41,7 @@ class Host:
         self.sock = os.path.join(self.dir, "docker.sock")
         self.address = f"{cluster.l2_prefix}.{index}"
         self.proc = None
-        for sub in ("data", "etc/cni/net.d", "opt", "var-lib"):
+        for sub in ("data", "etc/cni/net.d", "opt/cni/bin", "var-lib/pycni", "var-lib/cni"):
             os.makedirs(os.path.join(self.dir, sub))
 
     @property
@@ -82,7 +84,8 @@ mount -t tmpfs -o mode=0755 pysw-run /run
 mkdir -p /run/docker/plugins /run/netns
 exec dockerd -H unix://{self.sock} -H unix:///var/run/docker.sock \
     --data-root {self.dir}/data --exec-root /run/docker --pidfile /run/docker.pid \
-    --cgroup-parent /{self.name} --iptables=true {self.cluster.daemon_flags}
+    --cgroup-parent /{self.name} --iptables=true \
+    --insecure-registry {self.cluster.l2_prefix}.0/24 {self.cluster.daemon_flags}
 """
         self.log = open(os.path.join(self.dir, "dockerd.log"), "ab")
         env = dict(os.environ, PATH=self.cluster.path)
@@ -113,11 +116,15 @@ exec dockerd -H unix://{self.sock} -H unix:///var/run/docker.sock \
         except OSError:
             return ""
 
-    def install_plugin(self, plugin, env=()):
-        self.docker("plugin", "create", plugin, BUNDLE, timeout=600)
-        self.docker("plugin", "set", plugin, f"host-etc.source={self.dir}/etc",
-                    f"host-opt.source={self.dir}/opt",
-                    f"host-var-lib.source={self.dir}/var-lib", "PYCNI_LOG_LEVEL=debug",
+    def install_plugin(self, plugin, ref, env=()):
+        """From the registry, under the name every host gives it (swarm resolves a
+        network's driver by name on each node)."""
+        self.docker("plugin", "install", "--grant-all-permissions", "--disable", "--alias",
+                    plugin, ref, timeout=600)
+        self.docker("plugin", "set", plugin, f"cni-conf.source={self.conf_dir}",
+                    f"cni-bin.source={self.dir}/opt/cni/bin",
+                    f"state.source={self.dir}/var-lib/pycni",
+                    f"cni-data.source={self.dir}/var-lib/cni", "PYCNI_LOG_LEVEL=debug",
                     "PYCNI_RECONCILE_INTERVAL=10", *env)
         self.docker("plugin", "enable", plugin, timeout=300)
 
@@ -157,6 +164,7 @@ class Cluster:
         self.path = engine_path or os.environ["PATH"]
         self.daemon_flags = " ".join(daemon_config_flags())
         self.hosts = [Host(self, 1), Host(self, 2)]
+        self.registry = None
         self.rule = ["-i", self.bridge, "-o", self.bridge, "-m", "comment", "--comment",
                      f"pycni swarm test {self.tag}", "-j", "ACCEPT"]
 
@@ -174,12 +182,13 @@ class Cluster:
             load = subprocess.run([DOCKER, "-H", f"unix://{host.sock}", "load"], input=saved,
                                   capture_output=True, timeout=300)
             assert load.returncode == 0, load.stderr
-            host.install_plugin(plugin, plugin_env)
 
-        # Side by side: `docker plugin create` packs the whole rootfs, on each host.
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(len(self.hosts)) as pool:
             list(pool.map(prepare, self.hosts))
+        ref = self.publish_plugin()
+        with ThreadPoolExecutor(len(self.hosts)) as pool:
+            list(pool.map(lambda h: h.install_plugin(plugin, ref, plugin_env), self.hosts))
         manager, worker = self.hosts
         manager.docker("swarm", "init", "--advertise-addr", manager.address)
         token = manager.docker("swarm", "join-token", "-q", "worker")
@@ -188,6 +197,14 @@ class Cluster:
         while manager.docker("node", "ls", "--format", "{{.Status}}").split().count("Ready") < 2:
             assert time.monotonic() < deadline, manager.docker("node", "ls")
             time.sleep(0.5)
+
+    def publish_plugin(self):
+        """A registry on host 1's LAN address; the bundle pushed to it from host 1."""
+        from pluginlib import Registry, push_build
+        self.registry = Registry(addr=self.hosts[0].address)
+        self.registry.start(netns=self.hosts[0].name)
+        return push_build(self.registry, "swarm", f"swarm-{self.tag}",
+                          docker=self.hosts[0].docker)
 
     @property
     def manager(self):
@@ -199,6 +216,8 @@ class Cluster:
                 host.cleanup()
             except Exception as e:  # keep cleaning the rest
                 print(f"swarm cleanup of {host.name}: {e}")
+        if getattr(self, "registry", None):
+            self.registry.stop()
         support.run("iptables", "-D", "FORWARD", *self.rule, check=False)
         sh("ip", "link", "del", self.bridge, check=False)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -1,6 +1,8 @@
 """pycni as a managed (v2) Docker plugin: built with make, enabled on a plain host (no
-/etc/cni, /opt/cni, /var/lib/pycni or /var/lib/cni), used, and still enabled and
-working after dockerd restarts (see docs/managed-plugin.md).
+/etc/cni, /opt/cni, /var/lib/pycni or /var/lib/cni: refused, naming the dir, until the
+docs' mkdir), used, and still enabled and working after dockerd restarts (see
+docs/managed-plugin.md). tests/e2e/test_plugin_lifecycle.py has the registry, upgrades
+and the mounts.
 
 After the plain-host part, the plugin's host mounts point at this test's own
 directories (`docker plugin set NAME.source=...`). dockerd is restarted the way it
@@ -60,8 +62,13 @@ def two_containers_ping(dk, net, subnet):
 PLAIN_HOST_ABSENT = ("/etc/cni", "/opt/cni", "/var/lib/pycni", "/var/lib/cni")
 
 
+# The docs' one step before install or enable: the host dirs the plugin mounts.
+MKDIR = ("/etc/cni/net.d", "/opt/cni/bin", "/var/lib/pycni", "/var/lib/cni")
+
+
 def plain_host_part(dockerd, dk, tmp_path):
-    """Enable with the default mount sources on a host without the CNI dirs; use it."""
+    """On a host without the CNI dirs, enable names the missing one; after the docs'
+    mkdir it works with the default mount sources."""
     aside = {}
     for path in PLAIN_HOST_ABSENT:
         if os.path.lexists(path):
@@ -69,11 +76,17 @@ def plain_host_part(dockerd, dk, tmp_path):
             os.rename(path, aside[path])
     try:
         enable = docker("plugin", "enable", PLUGIN, check=False, timeout=180)
+        assert enable.returncode != 0, "enabled without its mount sources"
+        assert "/etc/cni/net.d" in enable.stderr or "/opt/cni/bin" in enable.stderr \
+            or "/var/lib/" in enable.stderr, enable.stderr
+        for path in MKDIR:
+            os.makedirs(path, exist_ok=True)
+        enable = docker("plugin", "enable", PLUGIN, check=False, timeout=180)
         assert enable.returncode == 0, f"{enable.stderr}\n{plugin_log(dockerd)}"
         subnet = random_subnet()
         net = dk.network("plain", "--subnet", subnet)
-        a, b = two_containers_ping(dk, net, subnet)
-        assert os.path.isdir("/var/lib/pycni") and os.path.isdir("/var/lib/cni")
+        two_containers_ping(dk, net, subnet)
+        assert os.path.exists("/var/lib/pycni/pycni.db")
         dk.cleanup()
         disable = docker("plugin", "disable", PLUGIN, check=False, timeout=180)
         assert disable.returncode == 0, disable.stderr
@@ -82,7 +95,7 @@ def plain_host_part(dockerd, dk, tmp_path):
         docker("plugin", "disable", "-f", PLUGIN, check=False)
         for path in PLAIN_HOST_ABSENT:
             if path not in aside and os.path.lexists(path):
-                subprocess.run(["rm", "-rf", path])  # made by the plugin
+                subprocess.run(["rm", "-rf", path])  # made here
         for path, moved in aside.items():
             if os.path.lexists(path):
                 subprocess.run(["rm", "-rf", path])
@@ -91,12 +104,10 @@ def plain_host_part(dockerd, dk, tmp_path):
 
 def test_managed_plugin_build_enable_use_and_survive_dockerd_restart(
         needs_docker, busybox_image, tmp_path):
-    mounts = {"host-etc": tmp_path / "etc", "host-opt": tmp_path / "opt",
-              "host-var-lib": tmp_path / "var-lib"}
+    mounts = {name: tmp_path / name for name in ("cni-conf", "cni-bin", "state", "cni-data")}
     for path in mounts.values():
         path.mkdir()
-    (mounts["host-etc"] / "cni" / "net.d").mkdir(parents=True)
-    state = types.SimpleNamespace(state_dir=str(mounts["host-var-lib"] / "pycni"))
+    state = types.SimpleNamespace(state_dir=str(mounts["state"]))
     dockerd = Dockerd()
     dk = Docker(PLUGIN)
     try:
@@ -117,7 +128,7 @@ def test_managed_plugin_build_enable_use_and_survive_dockerd_restart(
         s1, s_keep, s2 = distinct_subnets(3)
         net = dk.network("mp", "--subnet", s1)
         nid = dk.network_id(net)
-        assert os.path.exists(mounts["host-var-lib"] / "pycni" / "pycni.db"), \
+        assert os.path.exists(mounts["state"] / "pycni.db"), \
             "state mount not used"
         a, b = two_containers_ping(dk, net, s1)
         docker("rm", "-f", a, b)

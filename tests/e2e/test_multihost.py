@@ -243,15 +243,20 @@ def test_legacy_plugin_on_a_swarm_node_says_use_the_managed_one(cluster):
     host = cluster.manager
     name = f"pycnileg{cluster.tag}"
     state = os.path.join(host.dir, "legacy-state")
+    log_path = os.path.join(host.dir, "legacy-serve.log")
+    log = open(log_path, "wb")
     serve = subprocess.Popen(
         ["nsenter", "-t", str(host.proc.pid), "-m", "-n", sys.executable, "-m",
          "cnm_bridge.cli", "serve", "--socket", f"/run/docker/plugins/{name}.sock",
          "--state-dir", state, "--conf-dir", host.conf_dir,
          "--bin-dir", ":".join(support.CNI_BIN_DIRS)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    log.close()
     try:
         wait("the legacy socket", lambda: os.path.exists(
-            f"/proc/{host.proc.pid}/root/run/docker/plugins/{name}.sock"))
+            f"/proc/{host.proc.pid}/root/run/docker/plugins/{name}.sock"),
+            detail=lambda: open(log_path, errors="replace").read()[-3000:])
         # Docker refuses it itself, before pycni is asked anything but Plugin.Activate.
         out = host.docker("network", "create", "-d", name, "--scope", "swarm",
                           "--subnet", str(random_subnet()), f"leg-{cluster.tag}", check=False,
@@ -265,7 +270,8 @@ def test_legacy_plugin_on_a_swarm_node_says_use_the_managed_one(cluster):
              "cnm_bridge.cli", "doctor", "--json", "--driver", name, "--socket",
              f"/run/docker/plugins/{name}.sock", "--state-dir", state, "--conf-dir",
              host.conf_dir, "--bin-dir", ":".join(support.CNI_BIN_DIRS)],
-            cwd=ROOT, capture_output=True, text=True, timeout=300)
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+            timeout=300)
         found = {f["check"]: f for f in json.loads(doc.stdout)}
         assert "use the managed plugin on every node" in found["swarm"]["fix"], found
         assert "legacy plugin" in found["swarm"]["detail"]
