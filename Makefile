@@ -23,6 +23,8 @@ ROOTFS_IMAGE ?= pycni-plugin-rootfs:$(VERSION)
 DOCKER ?= docker
 PYTHON ?= python3
 # The classic builder uses a local BASE (docker import) without asking a registry.
+# --network host: apt in the build reaches the mirror whatever the engine does with its own
+# bridge (Docker 29 with the nftables backend and ip-forward off forwards nothing).
 DOCKER_BUILDKIT ?= 0
 
 BUILD := plugin/build
@@ -65,7 +67,7 @@ context: wheels
 # A rebuild moves the tag: the image it leaves untagged is removed (it was 270 MB a build).
 bundle: context
 	old=$$($(DOCKER) image inspect -f '{{.Id}}' $(ROOTFS_IMAGE) 2>/dev/null || true); \
-	DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) $(DOCKER) build --build-arg BASE=$(BASE) \
+	DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) $(DOCKER) build --network host --build-arg BASE=$(BASE) \
 		-t $(ROOTFS_IMAGE) -f $(CONTEXT)/Dockerfile $(CONTEXT); \
 	new=$$($(DOCKER) image inspect -f '{{.Id}}' $(ROOTFS_IMAGE)); \
 	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then $(DOCKER) rmi "$$old" >/dev/null || true; fi

@@ -8,8 +8,13 @@
 #   20          20.10 (Debian)  1.1.1     unit, integration, e2e (representative part)
 #   26          26.1            1.1.1     e2e (representative part)
 #   28          28.5            1.1.1     e2e (representative part + what 28 added)
-#   29          29.7 iptables   1.9.1     integration, e2e (the whole layer)
-#   29nft       29.7 nftables   1.9.1     e2e (what touches the firewall)
+#   29          29.7 iptables   1.9.1     integration, e2e (the whole layer), and the
+#                                         managed plugin as the driver of the basics
+#   29nft       29.7 nftables   1.9.1     e2e (what touches the firewall), and the same
+#                                         managed-plugin run
+#
+# Every cell also runs the managed plugin's lifecycle (registry install, upgrade with
+# containers running, its mounts, direct mode where the engine allows).
 #
 #   scripts/test.sh                           every cell
 #   PYCNI_CELLS="20" scripts/test.sh          some cells (PYCNI_ENGINES is the old name)
@@ -33,6 +38,10 @@ E2E_28="$E2E_OLD tests/e2e/test_recovery.py tests/e2e/test_operators.py"
 E2E_NFT="tests/e2e/test_driver_basics.py tests/e2e/test_parity.py tests/e2e/test_ports.py
 tests/e2e/test_named_conflists.py tests/e2e/test_cni11.py tests/e2e/test_podman.py
 tests/e2e/test_compose.py"
+# The same tests with the managed plugin as the driver (PYCNI_TEST_DRIVER=managed).
+E2E_MANAGED="tests/e2e/test_driver_basics.py tests/e2e/test_parity.py tests/e2e/test_ports.py
+tests/e2e/test_ipam.py tests/e2e/test_cni11.py"
+LIFECYCLE=tests/e2e/test_plugin_lifecycle.py
 export PYCNI_REQUIRE_ALL=1
 # One cell per run starts its engine from an empty prefix, so that an install step that works
 # only the second time fails here, not on a user's (or CI's) new machine.
@@ -74,11 +83,13 @@ for cell in $CELLS; do
     # shellcheck disable=SC2086 # lists of paths
     case "$cell" in
         20) run_pytest tests/unit tests/integration $E2E_28 tests/e2e/test_docker_hardening.py \
-                tests/e2e/test_docker_semantics.py "$@" ;;
-        26) run_pytest $E2E_26 "$@" ;;
-        28) run_pytest $E2E_28 "$@" ;;
-        29) run_pytest tests/integration tests/e2e "$@" ;;
-        29nft) run_pytest $E2E_NFT "$@" ;;
+                tests/e2e/test_docker_semantics.py $LIFECYCLE "$@" ;;
+        26) run_pytest $E2E_26 $LIFECYCLE "$@" ;;
+        28) run_pytest $E2E_28 $LIFECYCLE "$@" ;;
+        29) run_pytest tests/integration tests/e2e "$@" &&
+                PYCNI_TEST_DRIVER=managed run_pytest $E2E_MANAGED "$@" ;;
+        29nft) run_pytest $E2E_NFT $LIFECYCLE "$@" &&
+                PYCNI_TEST_DRIVER=managed run_pytest $E2E_MANAGED "$@" ;;
     esac
     rc=$?
     minutes=$(( (SECONDS - t0) / 60 ))m$(( (SECONDS - t0) % 60 ))s

@@ -50,10 +50,10 @@ def remove_new_empty_cni_chains(before):
             subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
 
 
-def cni_plugins_speak(version):
-    """Whether the plugin set under test (CNI_BIN_DIRS) speaks CNI `version`."""
+def cni_plugins_speak(version, dirs=None):
+    """Whether the plugin set under test (CNI_BIN_DIRS, or `dirs`) speaks CNI `version`."""
     import json
-    exe = os.path.join(CNI_BIN_DIRS[0], "bridge")
+    exe = os.path.join((dirs or CNI_BIN_DIRS)[0], "bridge")
     out = subprocess.run([exe], input='{"cniVersion":"0.4.0"}', capture_output=True, text=True,
                          env={"CNI_COMMAND": "VERSION"}).stdout
     return version in json.loads(out)["supportedVersions"]

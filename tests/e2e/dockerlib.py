@@ -125,6 +125,11 @@ class PycniServer:
             raise AssertionError(f"pycni stopped with deferred DELs pending: {unsettled}\n"
                                  f"{self.logs()}") from unsettled
 
+    @property
+    def cni_bin_dirs(self):
+        """The CNI plugin set this driver runs."""
+        return self.bin_dirs or support.CNI_BIN_DIRS
+
     def logs(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")[-8000:]

@@ -184,6 +184,8 @@ class ManagedPycni:
         self.state_dir = self.host_dirs.state_dir
         self.plugin = "pycnim" + secrets.token_hex(4)
         self.name = f"{self.plugin}:latest"  # the driver name: tag included
+        # The CNI plugins it bundles: Debian 12's, the same package as this host's.
+        self.cni_bin_dirs = ["/usr/lib/cni"]
 
     def start(self):
         build_bundle()

@@ -43,7 +43,7 @@ def test_a_1_1_list_with_nftables_backends(dk, pycni):
     bridge = "pn" + secrets.token_hex(4)
     pycni.write_conf(f"20-{name}.conflist",
                      conflist(name, subnet, bridge, os.path.join(pycni.root, "hl")))
-    if not support.cni_plugins_speak("1.1.0"):
+    if not support.cni_plugins_speak("1.1.0", pycni.cni_bin_dirs):
         err = docker_fails("network", "create", "-d", pycni.name, "-o", f"cni.network={name}",
                            "--subnet", subnet, dk.name("nft"))
         assert "1.1.0" in err and "bridge" in err, err
@@ -86,7 +86,7 @@ def test_cni_versions_falls_back_to_what_the_plugins_speak(dk, pycni):
     net = dk.network("cvs", "-o", f"cni.network={name}", "--subnet", subnet)
     a, b = dk.run("a", net), dk.run("b", net)
     ping(dk, a, b)
-    expected = "1.1.0" if support.cni_plugins_speak("1.1.0") else "1.0.0"
+    expected = "1.1.0" if support.cni_plugins_speak("1.1.0", pycni.cni_bin_dirs) else "1.0.0"
     cached = [json.load(open(f)) for f in support.files_under(
         os.path.join(pycni.state_dir, "cni", "results"))]
     assert {c["result"]["cniVersion"] for c in cached} == {expected}, cached

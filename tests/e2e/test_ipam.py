@@ -52,6 +52,7 @@ def named_ipam_conf(dk):
     shutil.rmtree(data, ignore_errors=True)
 
 
+@pytest.mark.host_paths
 def test_ipam_driver_with_named_conflist(dk, pycni, named_ipam_conf):
     subnet = random_subnet()
     name, data = named_ipam_conf

@@ -284,6 +284,7 @@ def ranged_conflist(pycni, name, subnet, bridge, start, end):
     return data_dir
 
 
+@pytest.mark.host_paths
 def test_pycni_ipam_uses_the_conflists_ipam(dk, pycni):
     subnet = random_subnet()
     base = subnet.rsplit(".", 1)[0]
@@ -361,6 +362,7 @@ def test_publish_all_draws_from_the_kernels_range(dk, pycni):
     assert tcp_hello("127.0.0.1", port) == "hello-tcp"
 
 
+@pytest.mark.host_paths
 def test_create_network_without_ipv4_pool_is_refused(pycni):
     """Docker sends no IPv4 pool only for an IPv6-only network (28's --ipv4=false): any
     other such CreateNetwork is refused, naming the fix."""
