@@ -24,13 +24,20 @@ CNI19=$PREFIX/cni-1.9
 COMPOSE=/usr/local/lib/docker/cli-plugins/docker-compose
 REGISTRY=$PREFIX/registry
 
+# A Debian package of SUITE unpacked into DIR, unless EXE (a file it holds) is there:
+# made aside and moved in whole, so that an interrupted fetch leaves nothing half-made.
+unpack_into() {
+    local suite=$1 dir=$2 exe=$3 package=$4
+    [ -x "$dir/$exe" ] && return 0
+    rm -rf "$dir.new"
+    fetch_debs "$suite" "$dir.new" "$package"
+    rm -rf "$dir"
+    mv "$dir.new" "$dir"
+    echo "extras: $(cat "$dir/.debs") in $dir" >&2
+}
+
 install_cni19() {
-    [ -x "$CNI19/usr/lib/cni/bridge" ] && return 0
-    rm -rf "$CNI19.new"
-    fetch_debs sid "$CNI19.new" containernetworking-plugins
-    rm -rf "$CNI19"
-    mv "$CNI19.new" "$CNI19"
-    echo "extras: $(cat "$CNI19/.debs") in $CNI19" >&2
+    unpack_into sid "$CNI19" usr/lib/cni/bridge containernetworking-plugins
 }
 
 install_compose() {
@@ -45,12 +52,7 @@ install_compose() {
 }
 
 install_registry() {
-    [ -x "$REGISTRY/usr/bin/docker-registry" ] && return 0
-    rm -rf "$REGISTRY.new"
-    fetch_debs bookworm "$REGISTRY.new" docker-registry
-    rm -rf "$REGISTRY"
-    mv "$REGISTRY.new" "$REGISTRY"
-    echo "extras: $(cat "$REGISTRY/.debs") in $REGISTRY" >&2
+    unpack_into bookworm "$REGISTRY" usr/bin/docker-registry docker-registry
 }
 
 install_podman() {

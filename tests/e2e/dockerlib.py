@@ -66,6 +66,14 @@ def make_busybox_image():
     return IMAGE
 
 
+def write_conf(conf_dir, filename, content):
+    """A conf file (a JSON-able value, or text as it is) into a driver's conf dir."""
+    path = os.path.join(conf_dir, filename)
+    with open(path, "w") as f:
+        f.write(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
 class PycniServer:
     """`pycni serve` on /run/docker/plugins/<name>.sock with private dirs."""
 
@@ -135,10 +143,7 @@ class PycniServer:
             return f.read().decode(errors="replace")[-8000:]
 
     def write_conf(self, filename, content):
-        path = os.path.join(self.conf_dir, filename)
-        with open(path, "w") as f:
-            f.write(content if isinstance(content, str) else json.dumps(content))
-        return path
+        return write_conf(self.conf_dir, filename, content)
 
     def cleanup(self):
         shutil.rmtree(self.root, ignore_errors=True)

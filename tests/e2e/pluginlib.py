@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 
-from dockerlib import ROOT, bundle_is_fresh, docker, make
+from dockerlib import ROOT, bundle_is_fresh, docker, make, write_conf
 
 BUNDLE = os.path.join(ROOT, "plugin", "build", "pycni")
 BASE = "pycni-base:local"
@@ -196,10 +196,7 @@ class ManagedPycni:
         return self
 
     def write_conf(self, filename, content):
-        path = os.path.join(self.conf_dir, filename)
-        with open(path, "w") as f:
-            f.write(content if isinstance(content, str) else json.dumps(content))
-        return path
+        return write_conf(self.conf_dir, filename, content)
 
     def logs(self):
         return f"(the managed plugin's log is dockerd's, lines with plugin={self.plugin})"

@@ -3,21 +3,16 @@ the idle test, the scale phase's fill order, rounds and ratios, the latency rows
 rows and the summary, with Docker, the kernel and the clock faked."""
 
 import argparse
-import importlib.util
-import os
 import random
 
 import pytest
 
-PATH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "bench.py")
+import benchscripts
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchscripts.load("bench")
 
 
 # -- cells and options ------------------------------------------------------------------------

@@ -2,21 +2,16 @@
 "address held twice" computation. Importing the script needs neither root nor Docker."""
 
 import collections
-import importlib.util
-import os
 import random
 
 import pytest
 
-PATH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "soak.py")
+import benchscripts
 
 
 @pytest.fixture(scope="module")
 def soak():
-    spec = importlib.util.spec_from_file_location("soak", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchscripts.load("soak")
 
 
 # -- the plan --------------------------------------------------------------------------------
