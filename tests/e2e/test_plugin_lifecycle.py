@@ -48,10 +48,24 @@ def plugin(registry):
         dk.driver = name
         yield name, dirs, dk
     finally:
-        dk.cleanup()
         if name:
-            remove_plugin(name)
-        dirs.cleanup()
+            serving_again(name, dirs)  # a test that failed half-way may have left it off
+        try:
+            dk.cleanup()
+            if name:
+                support.settle_db(os.path.join(dirs.state_dir, "pycni.db"), timeout=60)
+        finally:
+            if name:
+                remove_plugin(name)
+            dirs.cleanup()
+
+
+def serving_again(name, dirs):
+    """The plugin enabled on this test's dirs, so that pycni tears down what the test made."""
+    if docker("plugin", "inspect", "-f", "{{.Enabled}}", name, check=False).stdout.strip() == "true":
+        return
+    docker("plugin", "set", name, *dirs.settings(), check=False)
+    docker("plugin", "enable", name, check=False, timeout=120)
 
 
 def endpoint_modes(dirs):
