@@ -161,17 +161,24 @@ class IPAMData:
     # hands out, and pycni's IPAM driver gets them as RequestAddress calls.
 
 
-def _ipam_data(body, key, family):
-    value = body.get(key)
+def _objects(value, name):
+    """A list of JSON objects -> [(its name in messages, object)]; [] for null."""
     if value is None:
         return []
     if not isinstance(value, list):
-        raise BadRequest(f"{key} must be a list")
+        raise BadRequest(f"{name} must be a list")
     out = []
     for i, item in enumerate(value):
-        where = f"{key}[{i}]"
+        where = f"{name}[{i}]"
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object")
+        out.append((where, item))
+    return out
+
+
+def _ipam_data(body, key, family):
+    out = []
+    for where, item in _objects(body.get(key), key):
         aux = item.get("AuxAddresses") or {}
         if not isinstance(aux, dict):
             raise BadRequest(f"{where}.AuxAddresses must be an object")
@@ -278,15 +285,8 @@ def _port(value, key, allow_zero=False):
 
 
 def parse_portmap(value):
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise BadRequest(f"{OPT_PORTMAP} must be a list")
     out = []
-    for i, item in enumerate(value):
-        where = f"{OPT_PORTMAP}[{i}]"
-        if not isinstance(item, dict):
-            raise BadRequest(f"{where} must be an object")
+    for where, item in _objects(value, OPT_PORTMAP):
         proto = item.get("Proto")
         proto = PROTO_NAMES.get(proto) if type(proto) is int else None
         if proto is None:
