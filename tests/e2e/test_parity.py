@@ -1,6 +1,7 @@
 """Behaviour users compare with Docker's bridge driver: each scenario runs on a pycni network
 and on a user-defined network of the engine's own bridge driver, in the same test."""
 
+import errno
 import ipaddress
 import json
 import os
@@ -177,11 +178,21 @@ def test_published_ports_reach_an_isolated_network(dk, pycni):
 
 # -- 3. a host port in TIME-WAIT is free ------------------------------------------------------
 
-def leave_time_wait(port):
-    """A host server (SO_REUSEADDR, as servers set it) served one connection and stopped."""
+def leave_time_wait():
+    """A host server (SO_REUSEADDR, as servers set it) served one connection and stopped,
+    on a port nothing else holds (one in use elsewhere is tried again); -> the port."""
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("0.0.0.0", port))
+        for _ in range(50):
+            port = random.randint(20000, 40000)
+            try:
+                listener.bind(("0.0.0.0", port))
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
+        else:
+            raise AssertionError("no free port in 20000-40000 after 50 tries")
         listener.listen()
         client = socket.create_connection(("127.0.0.1", port))
         served, _ = listener.accept()
@@ -190,13 +201,13 @@ def leave_time_wait(port):
         client.close()
     state = support.run("ss", "-tan", f"sport = :{port}").stdout
     assert "TIME-WAIT" in state, state
+    return port
 
 
 def test_a_host_port_in_time_wait_is_published(dk, pycni):
     pnet, bnet = both_networks(dk, "tw")
     for i, net in enumerate((bnet, pnet)):
-        port = random.randint(20000, 40000)
-        leave_time_wait(port)
+        port = leave_time_wait()
         dk.run(f"tw{i}", net, "-p", f"{port}:80", cmd=("sh", "-c", SERVER))
         assert tcp_hello("127.0.0.1", port) == "hello-tcp"
     # A listener still refuses it, naming the port.
