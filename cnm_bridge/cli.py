@@ -16,10 +16,11 @@ import logging
 import sys
 import time
 
-from . import settings as settings_mod
+from .docker import notls
 
 
 def _dir_options(parser):
+    from . import settings as settings_mod
     parser.add_argument("--socket", help="plugin socket (PYCNI_SOCKET; default "
                         f"{settings_mod.DEFAULT_SOCKET})")
     parser.add_argument("--conf-dir", help="CNI conf dir (PYCNI_CONF_DIR; default "
@@ -79,6 +80,12 @@ def _parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        # First: the modules imported from here on (cni_runner's hashlib among them) and
+        # gunicorn's ssl must find the server's stand-ins, not OpenSSL.
+        notls.install()
+    from . import settings as settings_mod
     opts = _parser().parse_args(argv)
     try:
         s = settings_mod.from_sources(opts.socket, opts.conf_dir, opts.bin_dir, opts.state_dir,

@@ -134,6 +134,11 @@ class PycniServer:
                                  f"{self.logs()}") from unsettled
 
     @property
+    def master_pid(self):
+        """gunicorn's master: `pycni serve` runs in the process we started."""
+        return self.proc.pid
+
+    @property
     def cni_bin_dirs(self):
         """The CNI plugin set this driver runs."""
         return self.bin_dirs or support.CNI_BIN_DIRS
@@ -253,6 +258,11 @@ def _comm(pid):
             return f.read().strip()
     except OSError:
         return None
+
+
+def child_pids(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
 
 
 def alive(pid):

@@ -198,6 +198,11 @@ class ManagedPycni:
     def write_conf(self, filename, content):
         return write_conf(self.conf_dir, filename, content)
 
+    @property
+    def master_pid(self):
+        """gunicorn's master: the plugin's entrypoint execs into `pycni serve`."""
+        return plugin_pid(self.plugin)
+
     def logs(self):
         return f"(the managed plugin's log is dockerd's, lines with plugin={self.plugin})"
 

@@ -2,7 +2,7 @@
 
 import re
 
-from dockerlib import assert_nothing_left, docker, inspect_net, random_subnet
+from dockerlib import assert_nothing_left, child_pids, docker, inspect_net, random_subnet
 
 
 def iface_facts(dk, container, ifname="eth0"):
@@ -49,6 +49,20 @@ def test_zero_config_network_two_containers(dk, pycni):
     docker("rm", "-f", a, b)
     dk.rm_network(net)
     assert_nothing_left(pycni, [nid], [subnet])
+
+
+def test_the_server_never_loads_openssl(dk, pycni):
+    """pycni speaks HTTP on a unix socket only: after a container's whole life (ADD, the
+    answers, DEL), neither of its processes maps OpenSSL, the largest single part of its
+    memory (docs/performance.md, "Memory")."""
+    net = dk.network("tls", "--subnet", random_subnet())
+    docker("rm", "-f", dk.run("tls", net))
+    processes = [pycni.master_pid, *child_pids(pycni.master_pid)]
+    assert len(processes) == 2, processes
+    for pid in processes:
+        with open(f"/proc/{pid}/maps") as f:
+            libs = {ln.strip().split("/")[-1] for ln in f if "libcrypto" in ln or "libssl" in ln}
+        assert not libs, f"pycni process {pid} maps {sorted(libs)}"
 
 
 def docker_links():

@@ -20,6 +20,15 @@ _IPTABLES_WRITES = {"-A", "-I", "-D", "-R", "-N", "-X", "-F", "-P", "-Z", "-E", 
 
 
 @pytest.fixture(autouse=True)
+def _ssl_stays_real(monkeypatch):
+    """A test that calls `cli.main(["serve", ...])` in this process must not leave the
+    server's ssl stand-in (cnm_bridge.docker.notls) to the tests after it; the stand-ins
+    are tested in fresh interpreters (test_server_memory.py)."""
+    from cnm_bridge.docker import notls
+    monkeypatch.setattr(notls, "install", lambda: None)
+
+
+@pytest.fixture(autouse=True)
 def _the_real_host_is_left_alone(tmp_path_factory):
     """The unit layer runs on a fake host: the calls that would change the real one (an
     iptables command that writes, a netns made or pinned, a netlink request) fail the
