@@ -23,6 +23,7 @@ speak TLS to a remote dockerd) load the real modules.
 import importlib
 import logging
 import sys
+import threading
 import types
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 class _NoTLS(types.ModuleType):
     """What gunicorn reads from `ssl` when TLS is off; the real module on any other name."""
+
+    _loading = threading.Lock()
 
     def __init__(self):
         super().__init__("ssl", __doc__)
@@ -58,13 +61,18 @@ class _NoTLS(types.ModuleType):
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
-        log.info("ssl.%s asked for: loading OpenSSL into the server", name)
-        del sys.modules["ssl"]
-        real = importlib.import_module("ssl")
-        # Modules that imported the stand-in hold this object: from now on it is the real one.
-        self.__dict__.update(vars(real))
-        sys.modules["ssl"] = self
-        return getattr(real, name)
+        with self._loading:  # two threads asking at once load it once
+            if "_real" not in self.__dict__:
+                log.info("ssl.%s asked for: loading OpenSSL into the server", name)
+                del sys.modules["ssl"]
+                try:
+                    real = importlib.import_module("ssl")
+                finally:
+                    sys.modules["ssl"] = self
+                # Modules that imported the stand-in hold this object: from now on it is
+                # the real module in all but identity.
+                self.__dict__.update(vars(real), _real=real)
+        return getattr(self.__dict__["_real"], name)
 
 
 def install():
