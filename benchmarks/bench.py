@@ -46,6 +46,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -754,6 +755,7 @@ class CellBench:
         finally:
             ns.delete()
             support.run("ip", "link", "del", "bfl" + self.tag, check=False)
+            shutil.rmtree(cache, ignore_errors=True)
 
     # -- memory ------------------------------------------------------------------------------
 

@@ -20,12 +20,17 @@ _IPTABLES_WRITES = {"-A", "-I", "-D", "-R", "-N", "-X", "-F", "-P", "-Z", "-E", 
 
 
 @pytest.fixture(autouse=True)
-def _ssl_stays_real(monkeypatch):
+def _ssl_stays_real():
     """A test that calls `cli.main(["serve", ...])` in this process must not leave the
     server's ssl stand-in (cnm_bridge.docker.notls) to the tests after it; the stand-ins
-    are tested in fresh interpreters (test_server_memory.py)."""
+    are tested in fresh interpreters (test_server_memory.py). Its own MonkeyPatch, not
+    the `monkeypatch` fixture: that one, set up by an autouse fixture, would be undone
+    after `_the_real_host_is_left_alone` and put back the refusals it captured from a
+    test's own patches, into the root layers that run next."""
     from cnm_bridge.docker import notls
-    monkeypatch.setattr(notls, "install", lambda: None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(notls, "install", lambda: None)
+        yield
 
 
 @pytest.fixture(autouse=True)
