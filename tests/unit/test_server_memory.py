@@ -32,11 +32,16 @@ import cnm_bridge.app, cnm_bridge.docker.memory, cnm_bridge.network.reconcile
 """
 
 
-def modules_after(code):
-    code += "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+def run_code(code):
+    """`code` in a fresh interpreter (json imported); -> the JSON of its last line."""
+    code = "import json\n" + code
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=ROOT), check=True, timeout=60)
-    return set(json.loads(out.stdout.splitlines()[-1]))
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def modules_after(code):
+    return set(run_code(code + "\nimport sys\nprint(json.dumps(sorted(sys.modules)))\n"))
 
 
 def test_the_master_does_not_load_the_app():
@@ -77,13 +82,6 @@ print(json.dumps({
     "parser_sees_the_stand_in": parser.ssl is ssl,
 }))
 """
-
-
-def run_code(code):
-    code = "import json\n" + code
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=ROOT), check=True, timeout=60)
-    return json.loads(out.stdout.splitlines()[-1])
 
 
 def test_the_server_loads_no_openssl_and_hashes_the_same():
